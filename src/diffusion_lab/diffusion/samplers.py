@@ -108,7 +108,9 @@ class Sampler(ABC):
 
     @staticmethod
     def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        """z ~ N(0, I) drawn on the generator's device (a CPU generator reproduces on any device)."""
+        device = generator.device if generator is not None else x.device
+        return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
     def _check_inputs(
         self, noise: torch.Tensor, context: torch.Tensor | None, guidance_scale: float

@@ -1,0 +1,184 @@
+"""SampleGrids: every N epochs, DDPM beside DDIM on the same noise and contexts, timed, on disk
+and in every logger that takes images; a GIF of both denoising chains when training ends."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from PIL import Image
+
+from diffusion_lab.diffusion import DDIMSampler, DDPMSampler, Sampler
+from diffusion_lab.visualize import labelled_grid, save_gif, save_image, side_by_side
+
+log = logging.getLogger(__name__)
+
+
+def one_hot_rows(num_classes: int, per_class: int) -> torch.Tensor:
+    """Contexts (num_classes * per_class, num_classes): class 0 repeated per_class times, then 1..."""
+    return torch.eye(num_classes).repeat_interleave(per_class, dim=0)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_sample(
+    module, sampler: Sampler, noise: torch.Tensor, contexts: torch.Tensor, guidance_scale: float
+) -> tuple[torch.Tensor, float]:
+    """(images, wall seconds) for one sampler run on the module's EMA weights."""
+    _synchronize(module.device)
+    start = time.perf_counter()
+    images = module.sample(
+        contexts.to(module.device), noise, sampler=sampler, guidance_scale=guidance_scale
+    )
+    _synchronize(module.device)
+    return images, time.perf_counter() - start
+
+
+class SampleGrids(L.Callback):
+    """DDPM-vs-DDIM sample grids during training.
+
+    Args:
+        output_dir: where ``epoch_XXX.png`` and ``denoising.gif`` go; default
+            ``<trainer.default_root_dir>/samples``.
+        every_n_epochs: write a grid after every N-th epoch (and always after the last).
+        samples_per_class: images per row; one row per class.
+        ddim_steps, ddim_eta: the DDIM sampler; DDPM always runs all T steps.
+        ddpm_variance: ``beta`` (the course) or ``posterior``.
+        guidance_scale: classifier-free guidance weight w for both samplers.
+        seed: seed of the fixed noise, the same every epoch so grids are comparable.
+        scale: nearest-neighbour upscaling of the small images in the PNG.
+        animate: write ``denoising.gif`` at the end of training.
+        animation_frames: about how many frames the GIF has.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | None = None,
+        every_n_epochs: int = 1,
+        samples_per_class: int = 8,
+        ddim_steps: int = 25,
+        ddim_eta: float = 0.0,
+        ddpm_variance: str = "beta",
+        guidance_scale: float = 0.0,
+        seed: int = 0,
+        scale: int = 3,
+        animate: bool = True,
+        animation_frames: int = 25,
+    ) -> None:
+        if every_n_epochs < 1 or samples_per_class < 1 or animation_frames < 1:
+            raise ValueError(
+                "every_n_epochs, samples_per_class and animation_frames must be >= 1, got "
+                f"{every_n_epochs}, {samples_per_class}, {animation_frames}"
+            )
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.every_n_epochs = every_n_epochs
+        self.samples_per_class = samples_per_class
+        self.ddim_steps, self.ddim_eta, self.ddpm_variance = ddim_steps, ddim_eta, ddpm_variance
+        self.guidance_scale = guidance_scale
+        self.seed, self.scale = seed, scale
+        self.animate, self.animation_frames = animate, animation_frames
+        self.last_grid: Path | None = None
+        self.last_gif: Path | None = None
+
+    # --- set-up ------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        if self.output_dir is None:
+            self.output_dir = Path(trainer.default_root_dir) / "samples"
+        # build now, so a bad ddim_steps or variance fails before the first epoch, not after it
+        self.ddpm = DDPMSampler(pl_module.schedule, variance=self.ddpm_variance)
+        self.ddim = DDIMSampler(pl_module.schedule, steps=self.ddim_steps, eta=self.ddim_eta)
+        generator = torch.Generator().manual_seed(self.seed)
+        self.contexts = one_hot_rows(pl_module.num_classes, self.samples_per_class)
+        self.noise = torch.randn(
+            (self.contexts.shape[0], *pl_module.image_shape), generator=generator
+        )
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        # class names arrive from the datamodule in the module's setup, after the callbacks' setup
+        names = pl_module.class_names or [str(i) for i in range(pl_module.num_classes)]
+        self.row_labels = list(names)
+
+    def _panel(self, images: torch.Tensor, title: str) -> Image.Image:
+        return labelled_grid(images, self.row_labels, title=title, scale=self.scale)
+
+    # --- every N epochs -----------------------------------------------------------------
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        epoch = trainer.current_epoch
+        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
+        if not trainer.is_global_zero or not ((epoch + 1) % self.every_n_epochs == 0 or last):
+            return
+        noise = self.noise.to(pl_module.device)
+        ddpm_images, ddpm_seconds = timed_sample(
+            pl_module, self.ddpm, noise, self.contexts, self.guidance_scale
+        )
+        ddim_images, ddim_seconds = timed_sample(
+            pl_module, self.ddim, noise, self.contexts, self.guidance_scale
+        )
+        ddpm_title = f"DDPM {self.ddpm.nfe} steps, {ddpm_seconds:.1f} s"
+        ddim_title = f"DDIM {self.ddim.nfe} steps (eta {self.ddim_eta:g}), {ddim_seconds:.1f} s"
+        caption = f"epoch {epoch}, EMA weights, guidance {self.guidance_scale:g}: same noise"
+        picture = side_by_side(
+            [self._panel(ddpm_images, ddpm_title), self._panel(ddim_images, ddim_title)], caption
+        )
+        self.last_grid = save_image(picture, self.output_dir / f"epoch_{epoch:03d}.png")
+        pl_module.log_dict(
+            {"samples/ddpm_seconds": ddpm_seconds, "samples/ddim_seconds": ddim_seconds},
+            rank_zero_only=True,
+        )
+        full_caption = f"{ddpm_title} | {ddim_title} | {caption}"
+        self._log_picture(trainer, picture, full_caption)
+
+    def _log_picture(self, trainer: L.Trainer, picture: Image.Image, caption: str) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("samples", [picture], step=trainer.global_step, caption=[caption])
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(
+                    "samples", np.asarray(picture), trainer.global_step, dataformats="HWC"
+                )
+
+    # --- at the end: the denoising as a GIF ------------------------------------------
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        if not self.animate or not trainer.is_global_zero:
+            return
+        frames = self.animation(pl_module)
+        self.last_gif = save_gif(frames, self.output_dir / "denoising.gif")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_video("denoising", [str(self.last_gif)], caption=["DDPM | DDIM"])
+        log.info("wrote %s", self.last_gif)
+
+    def _trajectory(self, pl_module, sampler: Sampler) -> tuple[torch.Tensor, list[int]]:
+        net = pl_module.ema.module
+        was_training = net.training
+        net.eval()
+        try:
+            every = max(1, sampler.nfe // self.animation_frames)
+            noise = self.noise.to(pl_module.device)
+            contexts = self.contexts.to(pl_module.device)
+            return sampler.trajectory(net, noise, every, contexts, self.guidance_scale)
+        finally:
+            net.train(was_training)
+
+    def animation(self, pl_module) -> list[Image.Image]:
+        """GIF frames: DDPM and DDIM denoising the same noise side by side."""
+        ddpm_frames, ddpm_times = self._trajectory(pl_module, self.ddpm)
+        ddim_frames, ddim_times = self._trajectory(pl_module, self.ddim)
+        count = max(len(ddpm_times), len(ddim_times))
+        pictures = []
+        for index in range(count):
+            i, j = min(index, len(ddpm_times) - 1), min(index, len(ddim_times) - 1)
+            panels = [
+                self._panel(ddpm_frames[i], f"DDPM t={ddpm_times[i]}"),
+                self._panel(ddim_frames[j], f"DDIM t={ddim_times[j]}"),
+            ]
+            pictures.append(side_by_side(panels))
+        return pictures

@@ -1,0 +1,63 @@
+"""Your own images: one subfolder per class, read with torchvision's ImageFolder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.datasets import ImageFolder
+from torchvision.transforms import v2
+
+from diffusion_lab.data.source import ImageSource, LoadedImages, one_hot_contexts
+
+PIL_MODE_BY_CHANNELS = {1: "L", 3: "RGB"}
+
+
+class ImageFolderSource(ImageSource):
+    """Every image under `root/<class name>/` (any format PIL reads and ImageFolder accepts:
+    .png, .jpg, .jpeg, .bmp, .gif, .webp, ...), converted to grey ("L", channels=1) or RGB
+    (channels=3) and resized to `image_size` x `image_size` (bilinear, antialiased; the aspect
+    ratio is not kept). Class names are the subfolder names in sorted order.
+
+    Everything is loaded into one uint8 tensor (N, channels, image_size, image_size): meant for
+    data sets that fit in memory.
+    """
+
+    name = "folder"
+
+    def __init__(self, root: str | Path, image_size: int, channels: int = 3) -> None:
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise ValueError(f"image_size must be a positive int; got {image_size!r}")
+        if channels not in PIL_MODE_BY_CHANNELS:
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB); got {channels!r}")
+        self.root = Path(root)
+        self.image_size = image_size
+        self.channels = channels
+
+    def load(self) -> LoadedImages:
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"image folder {str(self.root.resolve())!r} does not exist or is not a folder; "
+                "expected a folder with one subfolder of images per class"
+            )
+        to_uint8_tensor = v2.Compose(
+            [
+                v2.PILToTensor(),
+                v2.Resize((self.image_size, self.image_size), antialias=True),
+            ]
+        )
+        try:
+            dataset = ImageFolder(str(self.root), transform=to_uint8_tensor, loader=self._open)
+        except FileNotFoundError as error:  # no class subfolder, or no image in any of them
+            raise FileNotFoundError(
+                f"image folder {str(self.root.resolve())!r} holds no images in class subfolders "
+                f"(expected root/<class name>/<image>.png and the like): {error}"
+            ) from error
+        images = torch.stack([dataset[index][0] for index in range(len(dataset))])
+        labels = torch.as_tensor(dataset.targets)
+        return LoadedImages(images, one_hot_contexts(labels, len(dataset.classes)), dataset.classes)
+
+    def _open(self, path: str) -> Image.Image:
+        with Image.open(path) as image:
+            return image.convert(PIL_MODE_BY_CHANNELS[self.channels])

@@ -1,0 +1,240 @@
+"""DiffusionModule: trains a noise-prediction network on the DDPM objective.
+
+Loss (Ho et al. 2020, eq. 14, the "simple" objective), optionally min-SNR weighted:
+
+    t ~ U{1..T},  eps ~ N(0, I),  x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps,
+    L = E[ w_t || eps - net(x_t, t / T, c) ||^2 ],  w_t = 1 or min(SNR_t, gamma) / SNR_t,
+
+where the context c is replaced by the null (all-zero) context with probability ``context_dropout``,
+which trains the unconditional model used by classifier-free guidance.
+
+The network, noise schedule, sampler, optimizer and LR scheduler are given as configs (mappings with
+``_target_``) and instantiated here, so the checkpoint's hyper-parameters hold the recipe, not a
+pickled network, and ``DiffusionModule.load_from_checkpoint(path)`` rebuilds everything alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from diffusion_lab import __version__
+from diffusion_lab.diffusion import NoiseSchedule, Sampler
+from diffusion_lab.ema import EMA
+
+LOSS_WEIGHTINGS = ("none", "min_snr")
+CHECKPOINT_KEY = "diffusion_lab"  # marks a checkpoint as written by this project
+
+
+def _plain(config: Mapping | DictConfig | None) -> dict | None:
+    """A resolved, plain-dict copy of a config (what hparams store)."""
+    if config is None:
+        return None
+    if isinstance(config, DictConfig):
+        return OmegaConf.to_container(config, resolve=True)
+    return dict(config)
+
+
+class DiffusionModule(L.LightningModule):
+    """Lightning wrapper around a noise-prediction net, its schedule, EMA and sampling.
+
+    Args:
+        net: config of the network, e.g. ``{"_target_": "diffusion_lab.models.ContextUnet", ...}``.
+        schedule: config of the noise schedule (``diffusion_lab.diffusion.make_schedule``).
+        sampler: config of the default sampler, a partial taking the schedule
+            (``{"_target_": "diffusion_lab.diffusion.DDIMSampler", "_partial_": True, "steps": 25}``).
+        optimizer: config of a partial optimizer taking ``params``.
+        lr_scheduler: config of a partial LR scheduler taking ``optimizer``, stepped every epoch; or None.
+        class_names: one name per context dimension (stored in checkpoints for sampling).
+        context_dropout: probability of training a sample with the null context.
+        loss_weighting: ``none`` or ``min_snr`` (Hang et al. 2023) with ``min_snr_gamma``.
+        ema_decay: EMA decay; the EMA weights are used for validation and sampling.
+        val_seed: seed of the fixed noise and timesteps used for the validation loss, so it is
+            comparable across epochs and runs.
+    """
+
+    def __init__(
+        self,
+        net: Mapping,
+        schedule: Mapping,
+        sampler: Mapping,
+        optimizer: Mapping,
+        lr_scheduler: Mapping | None = None,
+        class_names: Sequence[str] = (),
+        context_dropout: float = 0.1,
+        loss_weighting: str = "none",
+        min_snr_gamma: float = 5.0,
+        ema_decay: float = 0.995,
+        val_seed: int = 1234,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= context_dropout < 1.0:
+            raise ValueError(f"context_dropout must be in [0, 1), got {context_dropout}")
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(
+                f"unknown loss_weighting {loss_weighting!r}; accepted: {', '.join(LOSS_WEIGHTINGS)}"
+            )
+        if min_snr_gamma <= 0:
+            raise ValueError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
+        self.save_hyperparameters(
+            {
+                "net": _plain(net),
+                "schedule": _plain(schedule),
+                "sampler": _plain(sampler),
+                "optimizer": _plain(optimizer),
+                "lr_scheduler": _plain(lr_scheduler),
+                "class_names": list(class_names),
+                "context_dropout": context_dropout,
+                "loss_weighting": loss_weighting,
+                "min_snr_gamma": min_snr_gamma,
+                "ema_decay": ema_decay,
+                "val_seed": val_seed,
+            }
+        )
+        self.net = instantiate(self.hparams.net)
+        self.schedule: NoiseSchedule = instantiate(self.hparams.schedule)
+        self.ema = EMA(self.net, decay=ema_decay)
+        num_classes = getattr(self.net, "n_cfeat", len(class_names))
+        if class_names and len(class_names) != num_classes:
+            raise ValueError(
+                f"{len(class_names)} class names {list(class_names)} for a net with "
+                f"{num_classes} context dimensions"
+            )
+
+    # --- shapes the rest of the project asks about -------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.hparams.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the net takes."""
+        return (self.net.in_channels, self.net.height, self.net.height)
+
+    @property
+    def num_classes(self) -> int:
+        return self.net.n_cfeat
+
+    def make_sampler(self, config: Mapping | None = None) -> Sampler:
+        """A sampler on this module's schedule: from ``config`` (a partial), else the default one."""
+        return instantiate(config if config is not None else self.hparams.sampler)(self.schedule)
+
+    # --- training --------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None):
+        """eps = net(x, t / T, context) with t the integer timesteps (B,)."""
+        return self.net(x, t.to(x.dtype) / self.schedule.timesteps, context)
+
+    def _loss(
+        self,
+        net: torch.nn.Module,
+        images: torch.Tensor,
+        contexts: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        batch = images.shape[0]
+        t = torch.randint(
+            1, self.schedule.timesteps + 1, (batch,), device=self.device, generator=generator
+        )
+        noise = torch.randn(
+            images.shape, device=self.device, dtype=images.dtype, generator=generator
+        )
+        x_t = self.schedule.q_sample(images, t, noise)
+        eps = net(x_t, t.to(images.dtype) / self.schedule.timesteps, contexts)
+        per_sample = F.mse_loss(eps, noise, reduction="none").mean(dim=(1, 2, 3))
+        if self.hparams.loss_weighting == "min_snr":
+            snr = self.schedule.snr(t)
+            per_sample = per_sample * (snr.clamp(max=self.hparams.min_snr_gamma) / snr).to(
+                per_sample.dtype
+            )
+        return per_sample.mean()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        images, contexts = batch
+        drop = torch.rand(contexts.shape[0], device=self.device) < self.hparams.context_dropout
+        contexts = contexts.masked_fill(drop[:, None], 0.0)
+        loss = self._loss(self.net, images, contexts)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.ema.update_parameters(self.net)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        images, contexts = batch
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(self.hparams.val_seed + batch_idx)
+        loss = self._loss(self.ema.module, images, contexts, generator)
+        self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True)
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = instantiate(self.hparams.optimizer)(params=self.net.parameters())
+        if self.hparams.lr_scheduler is None:
+            return optimizer
+        scheduler = instantiate(self.hparams.lr_scheduler)(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {"version": __version__}
+
+    def setup(self, stage: str) -> None:
+        """Before training: check the data against the net and take the data's class names."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is None:
+            return
+        data_shape = (datamodule.channels, datamodule.image_size, datamodule.image_size)
+        if data_shape != self.image_shape or datamodule.num_classes != self.num_classes:
+            raise ValueError(
+                f"the data gives images {data_shape} with {datamodule.num_classes} classes, but the "
+                f"model takes {self.image_shape} with n_cfeat={self.num_classes}; keep model.* "
+                "interpolating ${data.channels}, ${data.image_size} and ${data.num_classes}"
+            )
+        names = list(datamodule.class_names)
+        if len(names) != self.num_classes:
+            raise ValueError(f"{len(names)} class names {names} for n_cfeat={self.num_classes}")
+        self.hparams.class_names = names
+
+    def on_fit_start(self) -> None:
+        self.schedule.to(self.device)
+
+    # --- sampling --------------------------------------------------------------------------
+    def sample(
+        self,
+        contexts: torch.Tensor | None,
+        noise: torch.Tensor | None = None,
+        num_samples: int | None = None,
+        sampler: Sampler | None = None,
+        guidance_scale: float = 0.0,
+        generator: torch.Generator | None = None,
+        use_ema: bool = True,
+    ) -> torch.Tensor:
+        """Images in [-1, 1], (B, C, H, W), for contexts (B, K) (or None: ``num_samples`` images
+        with the null context). ``noise`` (B, C, H, W) defaults to a draw from ``generator``."""
+        if contexts is not None:
+            batch = contexts.shape[0]
+        elif noise is not None:
+            batch = noise.shape[0]
+        elif num_samples is not None:
+            batch = num_samples
+        else:
+            raise ValueError("sample() needs contexts, noise or num_samples to know the batch size")
+        if noise is None:
+            device = generator.device if generator is not None else self.device
+            noise = torch.randn((batch, *self.image_shape), generator=generator, device=device)
+        net = self.ema.module if use_ema else self.net
+        was_training = net.training
+        net.eval()
+        try:
+            sampler = sampler or self.make_sampler()
+            return sampler.sample(net, noise.to(self.device), contexts, guidance_scale, generator)
+        finally:
+            net.train(was_training)
