@@ -84,6 +84,12 @@ def side_by_side(panels: Sequence[Image.Image], caption: str = "", gap: int = 12
     return canvas
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
     """Open a temporary file beside ``path``; move it into place only if the block succeeds."""
@@ -93,6 +99,7 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
         dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix
     )
     try:
+        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp's 0600 is for secrets, not images
         with os.fdopen(handle, "wb") as stream:
             yield stream
         os.replace(temporary, path)

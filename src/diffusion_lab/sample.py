@@ -1,0 +1,344 @@
+"""diffusion-sample: load a checkpoint, sample one row of images per context, write them.
+
+diffusion-sample ckpt_path=outputs/train/runs/<datetime>            # one row per class, DDIM
+diffusion-sample ckpt_path=<run> contexts=[hero,food] sampler=ddpm guidance_scale=2
+diffusion-sample ckpt_path=<run> contexts=["hero:1,food:0.6"] n=16 animate=true
+
+Into the Hydra run folder: ``samples.png`` (a labelled grid, one row per context), ``samples.npz``
+(``images`` (N, H, W, C) uint8, ``contexts`` (N, K) float32, ``labels`` (N,) the row label of each
+image, ``class_names`` (K,)) and, with ``animate=true``, ``denoising.gif``. All input is checked
+before sampling, and files are written (atomically) only after sampling succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from PIL import Image
+
+from diffusion_lab.diffusion import Sampler
+from diffusion_lab.diffusion.contexts import parse_context, parse_contexts
+from diffusion_lab.lit_module import CHECKPOINT_KEY, DiffusionModule
+from diffusion_lab.visualize import atomic_write, labelled_grid, save_gif, save_image, to_uint8
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+IMAGES_FILE = "samples.png"
+ARRAYS_FILE = "samples.npz"
+ANIMATION_FILE = "denoising.gif"
+DEVICE_TYPES = ("cpu", "cuda")
+
+
+# --- input: options, checkpoint, device, contexts ------------------------------------------
+def check_options(cfg: DictConfig) -> None:
+    """The plain numeric fields: n, animation_every and scale >= 1, guidance_scale >= 0, an int seed."""
+    for name in ("n", "animation_every", "scale"):
+        value = cfg[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    guidance = cfg.guidance_scale
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not guidance >= 0:
+        raise ValueError(f"guidance_scale must be a number >= 0, got {guidance!r}")
+    if not math.isfinite(guidance):
+        raise ValueError(f"guidance_scale must be finite, got {guidance!r}")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise ValueError(f"seed must be an integer, got {cfg.seed!r}")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as given, or in a run folder its one ``checkpoints/best-*.ckpt``, else
+    ``checkpoints/last.ckpt``."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"ckpt_path {str(path)!r} does not exist; give a .ckpt file or a training run folder"
+        )
+    if path.is_file():
+        return path
+    folder = path / "checkpoints"
+    best = sorted(folder.glob("best-*.ckpt"))
+    if len(best) == 1:
+        return best[0]
+    last = folder / "last.ckpt"
+    if last.is_file():
+        return last
+    raise FileNotFoundError(
+        f"no checkpoint in the run folder {str(path)!r}: looked for one {folder}/best-*.ckpt "
+        f"(found {len(best)}) and for {last}"
+    )
+
+
+def check_checkpoint(path: Path) -> None:
+    """Raise ValueError unless ``path`` is a checkpoint written by this project.
+
+    Loads memory-mapped and weights-only: cheap, and a foreign file cannot run code.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"{str(path)!r} is not a diffusion-lab checkpoint: torch.load failed ({error})"
+        ) from error
+    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
+        raise ValueError(
+            f"{str(path)!r} is not a diffusion-lab checkpoint: it has no {CHECKPOINT_KEY!r} entry "
+            "(write one with diffusion-train)"
+        )
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (cuda if available, else cpu), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(str(name))
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise ValueError(f"unknown device {name!r}; accepted: auto, cpu, cuda, cuda:N")
+    visible = torch.cuda.device_count()
+    if device.type == "cuda" and (device.index or 0) >= visible:
+        raise ValueError(f"device {name!r} asked for, but {visible} CUDA devices are visible")
+    return device
+
+
+def load_module(path: Path, device: torch.device) -> DiffusionModule:
+    """The module of a checkpoint of this project, on ``device``, in eval mode, without grads."""
+    check_checkpoint(path)
+    module = DiffusionModule.load_from_checkpoint(path, map_location=device, weights_only=True)
+    return module.eval().requires_grad_(False)
+
+
+def raw_context(weights: Sequence[Any], class_names: Sequence[str]) -> torch.Tensor:
+    """A context (K,) given as its K weights, e.g. the course's [1, 0, 0.6, 0, 0]."""
+    if len(weights) != len(class_names):
+        raise ValueError(
+            f"context {list(weights)} has {len(weights)} weights; this checkpoint's contexts have "
+            f"{len(class_names)}, one per class: {', '.join(class_names)}"
+        )
+    try:
+        return torch.tensor([float(weight) for weight in weights])
+    except (TypeError, ValueError):
+        raise ValueError(f"context {list(weights)}: every weight must be a number") from None
+
+
+def contexts_from_config(
+    value: Any, class_names: Sequence[str]
+) -> tuple[torch.Tensor | None, list[str]]:
+    """Rows of contexts (R, K), or None for the null context, and a label for each row.
+
+    ``value`` is the ``contexts`` field: ``all``, null, one spec ("hero", "3", "hero:1,food:0.6"),
+    or a list of specs and raw weight vectors ([hero, [1, 0, 0.6, 0, 0]]).
+    """
+    if isinstance(value, ListConfig):
+        value = OmegaConf.to_container(value)
+    if not isinstance(value, (list, tuple)):
+        contexts, labels = parse_contexts(None if value is None else str(value), class_names)
+    elif not value:
+        raise ValueError("contexts=[] names no context; give class names, all or null")
+    else:
+        rows, labels = [], []
+        for item in value:
+            if isinstance(item, (list, tuple)):
+                rows.append(raw_context(item, class_names))
+                labels.append("[" + ", ".join(f"{float(weight):g}" for weight in item) + "]")
+            else:
+                rows.append(parse_context(str(item), class_names))
+                labels.append(str(item).strip())
+        contexts = torch.stack(rows)
+    check_contexts(contexts, labels, len(class_names))
+    return contexts, labels
+
+
+def check_contexts(contexts: torch.Tensor | None, labels: Sequence[str], num_classes: int) -> None:
+    """Contexts (R, K) must have the checkpoint's width K and finite weights."""
+    if contexts is None:
+        return
+    if contexts.ndim != 2 or contexts.shape[1] != num_classes:
+        raise ValueError(
+            f"contexts of shape {tuple(contexts.shape)} do not fit a checkpoint with "
+            f"{num_classes} context dimensions"
+        )
+    for row, label in zip(contexts, labels):
+        if not torch.isfinite(row).all():
+            raise ValueError(f"context {label!r} has a weight that is not a finite number")
+
+
+# --- sampling -------------------------------------------------------------------------------
+@dataclass
+class Samples:
+    """What one sampling run made: frames (F, N, C, H, W) in [-1, 1] on the CPU, the last being
+    the images; the timestep of each frame; the wall seconds of the run."""
+
+    frames: torch.Tensor
+    frame_times: list[int]
+    seconds: float
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The final images (N, C, H, W)."""
+        return self.frames[-1]
+
+
+def frame_stride(sampler: Sampler, every_timesteps: int) -> int:
+    """Sampler steps between GIF frames so that a frame comes every ``every_timesteps`` timesteps:
+    every 20th step of DDPM; every max(1, round(20 steps / T)) steps of DDIM."""
+    return max(1, round(every_timesteps * sampler.nfe / sampler.schedule.timesteps))
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def draw_samples(
+    module: DiffusionModule,
+    sampler: Sampler,
+    contexts: torch.Tensor | None,
+    noise: torch.Tensor,
+    guidance_scale: float,
+    generator: torch.Generator,
+    use_ema: bool,
+    frame_every: int | None = None,
+) -> Samples:
+    """Denoise noise (N, C, H, W) given contexts (N, K) or None; keep every ``frame_every``-th
+    step as a frame when given (one run either way: the frames end on the images)."""
+    _synchronize(module.device)
+    start = time.perf_counter()
+    if frame_every is None:
+        images = module.sample(
+            contexts,
+            noise,
+            sampler=sampler,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            use_ema=use_ema,
+        )
+        frames, times = images[None], [0]
+    else:
+        net = module.ema.module if use_ema else module.net  # in eval mode since load_module
+        frames, times = sampler.trajectory(
+            net, noise.to(module.device), frame_every, contexts, guidance_scale, generator
+        )
+    _synchronize(module.device)
+    seconds = time.perf_counter() - start
+    return Samples(frames.float().cpu(), times, seconds)
+
+
+# --- output ---------------------------------------------------------------------------------
+def sampler_title(sampler: Sampler, seconds: float, guidance_scale: float, use_ema: bool) -> str:
+    """E.g. "DDIM, 25 NFE, 0.84 s, guidance 2" (", raw weights" without EMA)."""
+    name = type(sampler).__name__.removesuffix("Sampler")
+    weights = "" if use_ema else ", raw weights"
+    return f"{name}, {sampler.nfe} NFE, {seconds:.2f} s, guidance {guidance_scale:g}{weights}"
+
+
+def animation_frames(
+    samples: Samples, row_labels: Sequence[str], sampler: Sampler, scale: int
+) -> list[Image.Image]:
+    """One labelled grid per frame, titled with the sampler and the frame's timestep."""
+    name = type(sampler).__name__.removesuffix("Sampler")
+    return [
+        labelled_grid(frame, row_labels, title=f"{name} t={t}", scale=scale)
+        for frame, t in zip(samples.frames, samples.frame_times)
+    ]
+
+
+def save_arrays(
+    path: Path,
+    images: torch.Tensor,
+    contexts: torch.Tensor,
+    labels: Sequence[str],
+    class_names: Sequence[str],
+) -> Path:
+    """samples.npz: images (N, C, H, W) in [-1, 1] as uint8 (N, H, W, C), contexts (N, K) as
+    float32, one label per image, the class names; written atomically."""
+    with atomic_write(path) as stream:
+        np.savez(
+            stream,
+            images=to_uint8(images).permute(0, 2, 3, 1).numpy(),
+            contexts=contexts.float().cpu().numpy(),
+            labels=np.array(labels, dtype=str),
+            class_names=np.array(class_names, dtype=str),
+        )
+    return path
+
+
+# --- the run --------------------------------------------------------------------------------
+def run_sampling(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """Check the input, sample, then write the files into ``output_dir``.
+
+    Returns the checkpoint, the sampler's repr, its NFE, the seconds of sampling and the paths
+    written (``animation`` is None without ``animate``).
+    """
+    check_options(cfg)
+    checkpoint = resolve_checkpoint(cfg.ckpt_path)
+    device = resolve_device(cfg.device)
+    module = load_module(checkpoint, device)
+    class_names = module.class_names or [str(i) for i in range(module.num_classes)]
+    rows, row_labels = contexts_from_config(cfg.contexts, class_names)
+    sampler = module.make_sampler(cfg.get("sampler"))
+
+    n = cfg.n
+    contexts = rows.repeat_interleave(n, dim=0) if rows is not None else None
+    generator = torch.Generator().manual_seed(cfg.seed)
+    noise = torch.randn((len(row_labels) * n, *module.image_shape), generator=generator)
+    frame_every = frame_stride(sampler, cfg.animation_every) if cfg.animate else None
+    samples = draw_samples(
+        module, sampler, contexts, noise, cfg.guidance_scale, generator, cfg.use_ema, frame_every
+    )
+
+    title = sampler_title(sampler, samples.seconds, cfg.guidance_scale, cfg.use_ema)
+    grid = labelled_grid(samples.images, row_labels, title=title, scale=cfg.scale)
+    gif_frames = animation_frames(samples, row_labels, sampler, cfg.scale) if cfg.animate else []
+    saved_contexts = contexts if contexts is not None else torch.zeros(len(noise), len(class_names))
+    image_labels = [label for label in row_labels for _ in range(n)]
+
+    output_dir = Path(output_dir)
+    arrays = save_arrays(
+        output_dir / ARRAYS_FILE, samples.images, saved_contexts, image_labels, class_names
+    )
+    images = save_image(grid, output_dir / IMAGES_FILE)
+    animation = save_gif(gif_frames, output_dir / ANIMATION_FILE) if cfg.animate else None
+    written = ", ".join(str(path) for path in (images, arrays, animation) if path is not None)
+    log.info(
+        "%r on %s: %d NFE, %.2f s for %d images (%d contexts x %d) -> %s",
+        sampler,
+        checkpoint,
+        sampler.nfe,
+        samples.seconds,
+        len(noise),
+        len(row_labels),
+        n,
+        written,
+    )
+    return {
+        "checkpoint": checkpoint,
+        "sampler": repr(sampler),
+        "nfe": sampler.nfe,
+        "seconds": samples.seconds,
+        "images": images,
+        "arrays": arrays,
+        "animation": animation,
+    }
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
+def main(cfg: DictConfig) -> None:
+    run_sampling(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()
