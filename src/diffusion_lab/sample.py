@@ -314,14 +314,15 @@ def run_sampling(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     animation = save_gif(gif_frames, output_dir / ANIMATION_FILE) if cfg.animate else None
     written = ", ".join(str(path) for path in (images, arrays, animation) if path is not None)
     log.info(
-        "%r on %s: %d NFE, %.2f s for %d images (%d contexts x %d) -> %s",
+        "%r on %s: %d NFE, %.2f s for %d images (%d contexts x %d) from %s -> %s",
         sampler,
-        checkpoint,
+        device,
         sampler.nfe,
         samples.seconds,
         len(noise),
         len(row_labels),
         n,
+        checkpoint,
         written,
     )
     return {

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import wandb
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -81,6 +80,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     finally:
         if any(isinstance(logger, WandbLogger) for logger in loggers):
+            import wandb  # only when W&B is in use: it is slow to import
+
             wandb.finish()  # each job its own run, also inside a multirun
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
     log.info("final metrics: %s", metrics)

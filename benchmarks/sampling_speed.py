@@ -1,0 +1,80 @@
+"""DDPM vs DDIM sampling speed: seconds and images/s for one batch, as the course compares them.
+
+    python benchmarks/sampling_speed.py                      # the course's sprites setting, CPU
+    python benchmarks/sampling_speed.py --device cuda --n 32 256
+
+Weights do not change the cost, so the net is freshly initialised (eval mode, inference_mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from diffusion_lab.diffusion import DDIMSampler, DDPMSampler, NFECounter, make_schedule
+from diffusion_lab.models import ContextUnet
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_sampler(sampler, net, noise, contexts, guidance_scale: float) -> tuple[float, int]:
+    counter = NFECounter(net)
+    synchronize(noise.device)
+    start = time.perf_counter()
+    sampler.sample(counter, noise, contexts, guidance_scale=guidance_scale)
+    synchronize(noise.device)
+    return time.perf_counter() - start, counter.calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--n", type=int, nargs="+", default=[32], help="batch sizes")
+    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--height", type=int, default=16)
+    parser.add_argument("--classes", type=int, default=5)
+    parser.add_argument("--n-feat", type=int, default=64)
+    parser.add_argument("--timesteps", type=int, default=500)
+    parser.add_argument("--ddim-steps", type=int, nargs="+", default=[25])
+    parser.add_argument("--guidance", type=float, default=0.0)
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    net = ContextUnet(args.channels, args.n_feat, args.classes, args.height).to(device).eval()
+    schedule = make_schedule("linear", args.timesteps)
+    samplers = [DDPMSampler(schedule)] + [DDIMSampler(schedule, s) for s in args.ddim_steps]
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu x{torch.get_num_threads()}"
+    )
+    print(
+        f"device: {name}; net n_feat={args.n_feat}, {args.channels}x{args.height}x{args.height}, "
+        f"T={args.timesteps}, guidance {args.guidance}"
+    )
+    print(
+        f"| {'sampler':<28} | {'n':>5} | {'NFE':>4} | {'seconds':>8} | {'images/s':>9} | {'vs DDPM':>7} |"
+    )
+    print(f"|{'-' * 30}|{'-' * 7}|{'-' * 6}|{'-' * 10}|{'-' * 11}|{'-' * 9}|")
+    for n in args.n:
+        noise = torch.randn(n, args.channels, args.height, args.height, device=device)
+        contexts = torch.eye(args.classes, device=device)[torch.arange(n) % args.classes]
+        DDIMSampler(schedule, 5).sample(net, noise, contexts)  # warm-up (kernels, allocator)
+        baseline = None
+        for sampler in samplers:
+            seconds, nfe = time_sampler(sampler, net, noise, contexts, args.guidance)
+            baseline = baseline or seconds
+            print(
+                f"| {sampler!r:<28} | {n:>5} | {nfe:>4} | {seconds:>8.3f} | {n / seconds:>9.1f} | "
+                f"{baseline / seconds:>6.1f}x |"
+            )
+
+
+if __name__ == "__main__":
+    main()
