@@ -59,9 +59,9 @@ def main() -> None:
         f"T={args.timesteps}, guidance {args.guidance}"
     )
     print(
-        f"| {'sampler':<28} | {'n':>5} | {'NFE':>4} | {'seconds':>8} | {'images/s':>9} | {'vs DDPM':>7} |"
+        f"| {'sampler':<40} | {'n':>5} | {'NFE':>4} | {'seconds':>8} | {'images/s':>9} | {'vs DDPM':>7} |"
     )
-    print(f"|{'-' * 30}|{'-' * 7}|{'-' * 6}|{'-' * 10}|{'-' * 11}|{'-' * 9}|")
+    print(f"|{'-' * 42}|{'-' * 7}|{'-' * 6}|{'-' * 10}|{'-' * 11}|{'-' * 9}|")
     for n in args.n:
         noise = torch.randn(n, args.channels, args.height, args.height, device=device)
         contexts = torch.eye(args.classes, device=device)[torch.arange(n) % args.classes]
@@ -71,7 +71,7 @@ def main() -> None:
             seconds, nfe = time_sampler(sampler, net, noise, contexts, args.guidance)
             baseline = baseline or seconds
             print(
-                f"| {sampler!r:<28} | {n:>5} | {nfe:>4} | {seconds:>8.3f} | {n / seconds:>9.1f} | "
+                f"| {sampler!r:<40} | {n:>5} | {nfe:>4} | {seconds:>8.3f} | {n / seconds:>9.1f} | "
                 f"{baseline / seconds:>6.1f}x |"
             )
 

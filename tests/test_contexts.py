@@ -55,3 +55,8 @@ def test_interpolation_runs_from_start_to_end_in_equal_steps():
         interpolate(start, end, 1)
     with pytest.raises(ValueError, match="one width"):
         interpolate(start, torch.zeros(4), 3)
+
+
+def test_non_finite_weights_are_refused():
+    with pytest.raises(ValueError, match="'nan' of class '3' is not finite"):
+        parse_context("3:nan", [str(i) for i in range(10)])

@@ -157,16 +157,10 @@ class SampleGrids(L.Callback):
         log.info("wrote %s", self.last_gif)
 
     def _trajectory(self, pl_module, sampler: Sampler) -> tuple[torch.Tensor, list[int]]:
-        net = pl_module.ema.module
-        was_training = net.training
-        net.eval()
-        try:
-            every = max(1, sampler.nfe // self.animation_frames)
-            noise = self.noise.to(pl_module.device)
-            contexts = self.contexts.to(pl_module.device)
+        every = max(1, sampler.nfe // self.animation_frames)
+        noise, contexts = self.noise.to(pl_module.device), self.contexts.to(pl_module.device)
+        with pl_module.sampling_net(use_ema=True) as net:
             return sampler.trajectory(net, noise, every, contexts, self.guidance_scale)
-        finally:
-            net.train(was_training)
 
     def animation(self, pl_module) -> list[Image.Image]:
         """GIF frames: DDPM and DDIM denoising the same noise side by side."""

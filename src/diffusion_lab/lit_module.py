@@ -15,7 +15,8 @@ pickled network, and ``DiffusionModule.load_from_checkpoint(path)`` rebuilds eve
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -205,6 +206,10 @@ class DiffusionModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self.schedule.to(self.device)
+        if self.trainer.world_size > 1:
+            # seed_everything gives every rank the same seed; offset it so that the ranks draw
+            # different timesteps, noise and dropped contexts for their different images
+            torch.manual_seed(torch.initial_seed() + self.global_rank)
 
     # --- sampling --------------------------------------------------------------------------
     def sample(
@@ -230,11 +235,17 @@ class DiffusionModule(L.LightningModule):
         if noise is None:
             device = generator.device if generator is not None else self.device
             noise = torch.randn((batch, *self.image_shape), generator=generator, device=device)
+        sampler = sampler or self.make_sampler()
+        with self.sampling_net(use_ema) as net:
+            return sampler.sample(net, noise.to(self.device), contexts, guidance_scale, generator)
+
+    @contextmanager
+    def sampling_net(self, use_ema: bool = True) -> Iterator[torch.nn.Module]:
+        """The EMA (or the live) network in eval mode for the block; its mode is restored after."""
         net = self.ema.module if use_ema else self.net
         was_training = net.training
         net.eval()
         try:
-            sampler = sampler or self.make_sampler()
-            return sampler.sample(net, noise.to(self.device), contexts, guidance_scale, generator)
+            yield net
         finally:
             net.train(was_training)

@@ -228,10 +228,10 @@ def draw_samples(
         )
         frames, times = images[None], [0]
     else:
-        net = module.ema.module if use_ema else module.net  # in eval mode since load_module
-        frames, times = sampler.trajectory(
-            net, noise.to(module.device), frame_every, contexts, guidance_scale, generator
-        )
+        with module.sampling_net(use_ema) as net:
+            frames, times = sampler.trajectory(
+                net, noise.to(module.device), frame_every, contexts, guidance_scale, generator
+            )
     _synchronize(module.device)
     seconds = time.perf_counter() - start
     return Samples(frames.float().cpu(), times, seconds)

@@ -55,7 +55,8 @@ def labelled_grid(
     measure = ImageDraw.Draw(grid)
     margin = max([_text_width(measure, label, font) for label in row_labels] + [0]) + 6
     top = LINE_HEIGHT + 4 if title else 0
-    canvas = Image.new("RGB", (grid.width + margin, grid.height + top), BACKGROUND)
+    width = max(grid.width + margin, margin + _text_width(measure, title, font) + 4)
+    canvas = Image.new("RGB", (width, grid.height + top), BACKGROUND)
     canvas.paste(grid, (margin, top))
     draw = ImageDraw.Draw(canvas)
     if title:

@@ -13,6 +13,7 @@ Text forms, as the ``diffusion-sample`` command line takes them:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -59,6 +60,10 @@ def parse_context(spec: str, class_names: Sequence[str]) -> torch.Tensor:
                 f"weight {weight_text.strip()!r} of class {name.strip()!r} in context {text!r} "
                 "is not a number; write e.g. 'hero:1,food:0.6'"
             ) from None
+        if not math.isfinite(weight):
+            raise ValueError(
+                f"weight {weight_text.strip()!r} of class {name.strip()!r} is not finite"
+            )
         weights[name] = weights.get(name, 0.0) + weight
     return mix(weights, class_names)
 
