@@ -160,7 +160,7 @@ class DiffusionModule(L.LightningModule):
         drop = torch.rand(contexts.shape[0], device=self.device) < self.hparams.context_dropout
         contexts = contexts.masked_fill(drop[:, None], 0.0)
         loss = self._loss(self.net, images, contexts)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
