@@ -9,26 +9,21 @@ Weights do not change the cost, so the net is freshly initialised (eval mode, in
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from diffusion_lab.diffusion import DDIMSampler, DDPMSampler, NFECounter, make_schedule
 from diffusion_lab.models import ContextUnet
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from diffusion_lab.timing import device_name, timed
 
 
 def time_sampler(sampler, net, noise, contexts, guidance_scale: float) -> tuple[float, int]:
     counter = NFECounter(net)
-    synchronize(noise.device)
-    start = time.perf_counter()
-    sampler.sample(counter, noise, contexts, guidance_scale=guidance_scale)
-    synchronize(noise.device)
-    return time.perf_counter() - start, counter.calls
+    _, seconds = timed(
+        lambda: sampler.sample(counter, noise, contexts, guidance_scale=guidance_scale),
+        noise.device,
+    )
+    return seconds, counter.calls
 
 
 def main() -> None:
@@ -49,11 +44,7 @@ def main() -> None:
     net = ContextUnet(args.channels, args.n_feat, args.classes, args.height).to(device).eval()
     schedule = make_schedule("linear", args.timesteps)
     samplers = [DDPMSampler(schedule)] + [DDIMSampler(schedule, s) for s in args.ddim_steps]
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"cpu x{torch.get_num_threads()}"
-    )
+    name = device_name(device)
     print(
         f"device: {name}; net n_feat={args.n_feat}, {args.channels}x{args.height}x{args.height}, "
         f"T={args.timesteps}, guidance {args.guidance}"

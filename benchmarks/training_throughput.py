@@ -10,18 +10,13 @@ without Lightning's loop around it.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
 
 from diffusion_lab.diffusion import make_schedule
 from diffusion_lab.models import ContextUnet
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from diffusion_lab.timing import device_name, timed
 
 
 def train_steps(net, optimizer, schedule, batch, classes, steps, device, precision) -> float:
@@ -29,19 +24,21 @@ def train_steps(net, optimizer, schedule, batch, classes, steps, device, precisi
     images = torch.rand(batch, net.in_channels, net.height, net.height, device=device) * 2 - 1
     contexts = torch.eye(classes, device=device)[torch.randint(0, classes, (batch,), device=device)]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        t = torch.randint(1, schedule.timesteps + 1, (batch,), device=device)
-        noise = torch.randn_like(images)
-        with autocast:
-            eps = net(schedule.q_sample(images, t, noise), t.float() / schedule.timesteps, contexts)
-            loss = F.mse_loss(eps.float(), noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    synchronize(device)
-    return time.perf_counter() - start
+
+    def run() -> None:
+        for _ in range(steps):
+            t = torch.randint(1, schedule.timesteps + 1, (batch,), device=device)
+            noise = torch.randn_like(images)
+            with autocast:
+                eps = net(
+                    schedule.q_sample(images, t, noise), t.float() / schedule.timesteps, contexts
+                )
+                loss = F.mse_loss(eps.float(), noise)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    return timed(run, device)[1]
 
 
 def main() -> None:
@@ -58,11 +55,7 @@ def main() -> None:
 
     device = torch.device(args.device)
     schedule = make_schedule("linear", 500).to(device)
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"cpu x{torch.get_num_threads()}"
-    )
+    name = device_name(device)
     print(
         f"device: {name}; {args.channels}x{args.height}x{args.height}, precision {args.precision}"
     )

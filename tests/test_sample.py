@@ -224,7 +224,12 @@ def bad_paths(tmp_path, checkpoint) -> dict[str, Path]:
     [
         ("checkpoint", "contexts=[dragon]", ValueError, r"unknown class 'dragon'; known .*0, 1, 2"),
         ("checkpoint", 'contexts=["3:lots"]', ValueError, r"weight 'lots' of class '3'"),
-        ("checkpoint", 'contexts=["3:nan"]', ValueError, r"'3:nan' has a weight that is not"),
+        (
+            "checkpoint",
+            'contexts=["3:nan"]',
+            ValueError,
+            r"weight 'nan' of class '3' is not finite",
+        ),
         ("checkpoint", "contexts=[[1,0,0.5]]", ValueError, r"has 3 weights; .* have 10"),
         ("checkpoint", "contexts=[[1,0,0,0,0,0,0,0,0,x]]", ValueError, r"must be a number"),
         ("checkpoint", "contexts=[]", ValueError, r"names no context"),

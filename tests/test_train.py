@@ -206,3 +206,11 @@ def test_ddp_on_two_cpu_processes_shares_one_run_folder(tmp_path):
         "epoch_000.png",
     ]
     assert (run_dir / "train_ddp_process_1.log").exists()
+
+
+def test_no_validation_set_with_a_val_monitor_is_refused_up_front(tmp_path):
+    cfg = compose_train(tmp_path, "data.val_fraction=0")
+    with pytest.raises(ValueError, match="callbacks.checkpoint monitors 'val/loss'"):
+        build_callbacks(cfg, have_logger=False)
+    cfg = compose_train(tmp_path, "data.val_fraction=0", "callbacks.checkpoint.monitor=null")
+    assert build_callbacks(cfg, have_logger=False)

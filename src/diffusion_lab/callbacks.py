@@ -4,7 +4,6 @@ and in every logger that takes images; a GIF of both denoising chains when train
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import lightning as L
@@ -14,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
 from diffusion_lab.diffusion import DDIMSampler, DDPMSampler, Sampler
+from diffusion_lab.timing import timed
 from diffusion_lab.visualize import labelled_grid, save_gif, save_image, side_by_side
 
 log = logging.getLogger(__name__)
@@ -24,22 +24,15 @@ def one_hot_rows(num_classes: int, per_class: int) -> torch.Tensor:
     return torch.eye(num_classes).repeat_interleave(per_class, dim=0)
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed_sample(
     module, sampler: Sampler, noise: torch.Tensor, contexts: torch.Tensor, guidance_scale: float
 ) -> tuple[torch.Tensor, float]:
     """(images, wall seconds) for one sampler run on the module's EMA weights."""
-    _synchronize(module.device)
-    start = time.perf_counter()
-    images = module.sample(
-        contexts.to(module.device), noise, sampler=sampler, guidance_scale=guidance_scale
+    contexts = contexts.to(module.device)
+    return timed(
+        lambda: module.sample(contexts, noise, sampler=sampler, guidance_scale=guidance_scale),
+        module.device,
     )
-    _synchronize(module.device)
-    return images, time.perf_counter() - start
 
 
 class SampleGrids(L.Callback):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from PIL import Image
 from diffusion_lab.diffusion import Sampler
 from diffusion_lab.diffusion.contexts import parse_context, parse_contexts
 from diffusion_lab.lit_module import CHECKPOINT_KEY, DiffusionModule
+from diffusion_lab.timing import timed
 from diffusion_lab.visualize import atomic_write, labelled_grid, save_gif, save_image, to_uint8
 
 log = logging.getLogger(__name__)
@@ -198,11 +198,6 @@ def frame_stride(sampler: Sampler, every_timesteps: int) -> int:
     return max(1, round(every_timesteps * sampler.nfe / sampler.schedule.timesteps))
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def draw_samples(
     module: DiffusionModule,
     sampler: Sampler,
@@ -215,25 +210,24 @@ def draw_samples(
 ) -> Samples:
     """Denoise noise (N, C, H, W) given contexts (N, K) or None; keep every ``frame_every``-th
     step as a frame when given (one run either way: the frames end on the images)."""
-    _synchronize(module.device)
-    start = time.perf_counter()
-    if frame_every is None:
-        images = module.sample(
-            contexts,
-            noise,
-            sampler=sampler,
-            guidance_scale=guidance_scale,
-            generator=generator,
-            use_ema=use_ema,
-        )
-        frames, times = images[None], [0]
-    else:
+
+    def run() -> tuple[torch.Tensor, list[int]]:
+        if frame_every is None:
+            images = module.sample(
+                contexts,
+                noise,
+                sampler=sampler,
+                guidance_scale=guidance_scale,
+                generator=generator,
+                use_ema=use_ema,
+            )
+            return images[None], [0]
         with module.sampling_net(use_ema) as net:
-            frames, times = sampler.trajectory(
+            return sampler.trajectory(
                 net, noise.to(module.device), frame_every, contexts, guidance_scale, generator
             )
-    _synchronize(module.device)
-    seconds = time.perf_counter() - start
+
+    (frames, times), seconds = timed(run, module.device)
     return Samples(frames.float().cpu(), times, seconds)
 
 

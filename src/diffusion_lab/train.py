@@ -48,7 +48,21 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
     return loggers
 
 
+def _check_monitored_metrics(cfg: DictConfig) -> None:
+    """A callback that monitors val/* needs a validation set: say so before training, not after."""
+    if cfg.data.get("val_fraction", 1) != 0:
+        return
+    for name, callback_cfg in (cfg.get("callbacks") or {}).items():
+        monitor = callback_cfg.get("monitor")
+        if isinstance(monitor, str) and monitor.startswith("val/"):
+            raise ValueError(
+                f"data.val_fraction=0 leaves no validation set, but callbacks.{name} monitors "
+                f"{monitor!r}; set callbacks.{name}.monitor=null or a val_fraction > 0"
+            )
+
+
 def build_callbacks(cfg: DictConfig, have_logger: bool) -> list[L.Callback]:
+    _check_monitored_metrics(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     # LearningRateMonitor refuses to run without a logger; with logger=none there is nothing to feed
     return [c for c in callbacks if have_logger or not isinstance(c, LearningRateMonitor)]
