@@ -17,6 +17,7 @@ from diffusion_lab.timing import timed
 from diffusion_lab.visualize import labelled_grid, save_gif, save_image, side_by_side
 
 log = logging.getLogger(__name__)
+ANIMATION_COLUMNS = 4
 
 
 def one_hot_rows(num_classes: int, per_class: int) -> torch.Tensor:
@@ -48,7 +49,7 @@ class SampleGrids(L.Callback):
         guidance_scale: classifier-free guidance weight w for both samplers.
         seed: seed of the fixed noise, the same every epoch so grids are comparable.
         scale: nearest-neighbour upscaling of the small images in the PNG.
-        animate: write ``denoising.gif`` at the end of training.
+        animate: write ``denoising.gif`` at the end of training (the first 4 images of each row).
         animation_frames: about how many frames the GIF has.
     """
 
@@ -151,7 +152,12 @@ class SampleGrids(L.Callback):
 
     def _trajectory(self, pl_module, sampler: Sampler) -> tuple[torch.Tensor, list[int]]:
         every = max(1, sampler.nfe // self.animation_frames)
-        noise, contexts = self.noise.to(pl_module.device), self.contexts.to(pl_module.device)
+        # the GIF shows the first ANIMATION_COLUMNS images of each row: the full grid in every
+        # frame would make a file of several MB (noise compresses badly)
+        columns = min(self.samples_per_class, ANIMATION_COLUMNS)
+        keep = torch.arange(len(self.noise)).view(-1, self.samples_per_class)[:, :columns].flatten()
+        noise = self.noise[keep].to(pl_module.device)
+        contexts = self.contexts[keep].to(pl_module.device)
         with pl_module.sampling_net(use_ema=True) as net:
             return sampler.trajectory(net, noise, every, contexts, self.guidance_scale)
 
