@@ -127,13 +127,12 @@ def test_fast_dev_run_on_each_data_source(
 
 def test_missing_sprites_fail_before_training_naming_both_files(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_train(
-        run_dir, "data=sprites", f"data.source.root={tmp_path}", "logger=csv", check=False
-    )
+    result = run_train(run_dir, "data=sprites", f"data.source.root={tmp_path}", check=False)
     assert result.returncode != 0
     assert "sprites_1788_16x16.npy" in result.stderr
     assert "sprite_labels_nc_1788_16x16.npy" in result.stderr
-    assert not (run_dir / "checkpoints").exists() and not (run_dir / "samples").exists()
+    # W&B is the logger here: still nothing but Hydra's own config and log in the run folder
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "train.log"]
 
 
 def test_model_that_does_not_fit_the_data_fails_before_training(tmp_path):

@@ -187,11 +187,9 @@ class DiffusionModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = {"version": __version__}
 
-    def setup(self, stage: str) -> None:
-        """Before training: check the data against the net and take the data's class names."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        if datamodule is None:
-            return
+    def adopt_data(self, datamodule) -> None:
+        """Check a set-up datamodule against the net and take its class names (stored in
+        checkpoints). Raises ValueError naming both shapes when they differ."""
         data_shape = (datamodule.channels, datamodule.image_size, datamodule.image_size)
         if data_shape != self.image_shape or datamodule.num_classes != self.num_classes:
             raise ValueError(
@@ -203,6 +201,11 @@ class DiffusionModule(L.LightningModule):
         if len(names) != self.num_classes:
             raise ValueError(f"{len(names)} class names {names} for n_cfeat={self.num_classes}")
         self.hparams.class_names = names
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None:
+            self.adopt_data(datamodule)
 
     def on_fit_start(self) -> None:
         self.schedule.to(self.device)

@@ -83,6 +83,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
+    # load and check the data now, so that a missing file or a shape mismatch stops the run before
+    # any logger (a W&B run) or callback writes into the run folder; fit's own setup reuses it
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module.adopt_data(datamodule)
     loggers = build_loggers(cfg)
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False
