@@ -3,13 +3,7 @@
 # net buy on the digits, and where does DDIM's quality meet DDPM's? Results land in $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_quality}; mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD/src
-else
-  export PYTHONPATH=$PWD/src
-fi
-export PYTHONUNBUFFERED=1
+source "$(dirname "$0")/device_env.sh"
 EPOCHS=${EPOCHS:-200}
 SECONDS=0
 python3 -m diffusion_lab.train trainer=gpu logger=csv model.n_feat=64 trainer.max_epochs="$EPOCHS" \
