@@ -16,8 +16,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from test_train import run_train
 
+from diffusion_lab import CONFIG_DIR
+from diffusion_lab.checkpoints import load_module, resolve_checkpoint
 from diffusion_lab.data import DigitsSource
-from diffusion_lab.evaluate import CONFIG_DIR, run_evaluation
+from diffusion_lab.evaluate import run_evaluation
 from diffusion_lab.evaluation import (
     ImageClassifier,
     SamplerSpec,
@@ -29,7 +31,6 @@ from diffusion_lab.evaluation import (
 )
 from diffusion_lab.evaluation.classifier import uint8_to_unit_range
 from diffusion_lab.evaluation.study import ROW_FIELDS, study_inputs
-from diffusion_lab.sample import load_module, resolve_checkpoint
 
 # a tiny net gains nothing from threads, and two processes that each spin two on two cores run
 # several times slower (as in test_notebooks)

@@ -18,14 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from test_train import run_train
 
+from diffusion_lab import CONFIG_DIR
+from diffusion_lab.checkpoints import resolve_checkpoint
 from diffusion_lab.diffusion import DDIMSampler, DDPMSampler, make_schedule
-from diffusion_lab.sample import (
-    CONFIG_DIR,
-    contexts_from_config,
-    frame_stride,
-    resolve_checkpoint,
-    run_sampling,
-)
+from diffusion_lab.sample import contexts_from_config, frame_stride, run_sampling
 
 OUTPUT_FILES = ("samples.png", "samples.npz", "denoising.gif")
 DIGITS = [str(i) for i in range(10)]
@@ -123,17 +119,15 @@ def test_animation_takes_a_frame_every_so_many_timesteps():
 # --- the real command ---------------------------------------------------------------------
 def test_named_and_mixed_contexts_write_grid_arrays_and_gif(checkpoint, tmp_path):
     run_dir = tmp_path / "run"
-    result = run_sample(
-        run_dir,
+    overrides = (
         f"ckpt_path={checkpoint}",
         TINY_DDIM,
         'contexts=[3,"7:1,1:0.5"]',
         "n=3",
         "guidance_scale=2",
         "seed=1",
-        "animate=true",
-        "animation_every=5",
     )
+    result = run_sample(run_dir, *overrides, "animate=true", "animation_every=5")
     check_ok(result)
     assert "DDIMSampler(T=20, steps=5, eta=0.0) on cpu: 5 NFE" in result.stdout
     assert f"-> {run_dir / 'samples.png'}, {run_dir / 'samples.npz'}, " in result.stdout
@@ -153,14 +147,7 @@ def test_named_and_mixed_contexts_write_grid_arrays_and_gif(checkpoint, tmp_path
 
     # the same seed in this process gives the same images, also without the animation
     same = run_sampling(
-        compose_sample(
-            f"ckpt_path={checkpoint}",
-            TINY_DDIM,
-            'contexts=[3,"7:1,1:0.5"]',
-            "n=3",
-            "guidance_scale=2",
-            "seed=1",
-        ),
+        compose_sample(*overrides),
         tmp_path / "again",
     )
     assert same["animation"] is None and same["nfe"] == 5

@@ -15,7 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from diffusion_lab.train import CONFIG_DIR, build_callbacks, build_loggers, build_module
+from diffusion_lab import CONFIG_DIR
+from diffusion_lab.train import build_callbacks, build_loggers, build_module
 
 # tiny but real: a narrow net and a short chain keep each run to seconds on two CPU cores
 TINY = [

@@ -35,6 +35,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from diffusion_lab import CONFIG_DIR
+from diffusion_lab.checkpoints import load_module, resolve_checkpoint, resolve_device
 from diffusion_lab.data import DiffusionDataModule
 from diffusion_lab.evaluation.classifier import (
     ImageClassifier,
@@ -51,12 +53,10 @@ from diffusion_lab.evaluation.study import (
     sampler_specs,
 )
 from diffusion_lab.lit_module import DiffusionModule
-from diffusion_lab.sample import load_module, resolve_checkpoint, resolve_device
 from diffusion_lab.timing import device_name, timed
 from diffusion_lab.visualize import atomic_write
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 CSV_FILE = "results.csv"
 MARKDOWN_FILE = "results.md"

@@ -19,10 +19,10 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from diffusion_lab import CONFIG_DIR
 from diffusion_lab.lit_module import DiffusionModule
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def _run_identity() -> tuple[str, str | None]:
