@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab import __version__
 from diffusion_lab.diffusion import NoiseSchedule, Sampler
+from diffusion_lab.diffusion.samplers import StepCallback
 from diffusion_lab.ema import EMA
 
 LOSS_WEIGHTINGS = ("none", "min_snr")
@@ -224,9 +225,11 @@ class DiffusionModule(L.LightningModule):
         guidance_scale: float = 0.0,
         generator: torch.Generator | None = None,
         use_ema: bool = True,
+        on_step: StepCallback | None = None,
     ) -> torch.Tensor:
         """Images in [-1, 1], (B, C, H, W), for contexts (B, K) (or None: ``num_samples`` images
-        with the null context). ``noise`` (B, C, H, W) defaults to a draw from ``generator``."""
+        with the null context). ``noise`` (B, C, H, W) defaults to a draw from ``generator``.
+        ``on_step`` is the sampler's per-step hook (progress, stop checks)."""
         if contexts is not None:
             batch = contexts.shape[0]
         elif noise is not None:
@@ -240,7 +243,9 @@ class DiffusionModule(L.LightningModule):
             noise = torch.randn((batch, *self.image_shape), generator=generator, device=device)
         sampler = sampler or self.make_sampler()
         with self.sampling_net(use_ema) as net:
-            return sampler.sample(net, noise.to(self.device), contexts, guidance_scale, generator)
+            return sampler.sample(
+                net, noise.to(self.device), contexts, guidance_scale, generator, on_step
+            )
 
     @contextmanager
     def sampling_net(self, use_ema: bool = True) -> Iterator[torch.nn.Module]:

@@ -23,6 +23,9 @@ import torch
 from diffusion_lab.diffusion.schedules import NoiseSchedule
 
 Model = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+# called after every step with (step index from 1, steps in all, t_prev, x_{t_prev}); for progress
+# displays and stop checks (an exception raised by it ends the chain there)
+StepCallback = Callable[[int, int, int, torch.Tensor], None]
 
 DDPM_VARIANCES = ("beta", "posterior")
 
@@ -132,19 +135,24 @@ class Sampler(ABC):
         context: torch.Tensor | None = None,
         guidance_scale: float = 0.0,
         generator: torch.Generator | None = None,
+        on_step: StepCallback | None = None,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Run the chain from x_T = noise; yield (t_prev, x_{t_prev}) after every step.
 
-        The last item is (0, final images). Runs under ``torch.inference_mode``.
+        The last item is (0, final images). Runs under ``torch.inference_mode``. ``on_step``, if
+        given, is called after every step as ``on_step(i, n, t_prev, x)`` with i = 1..n.
         """
         self._check_inputs(noise, context, guidance_scale)
         if context is not None:
             context = context.to(device=noise.device, dtype=noise.dtype)
         x = noise
-        for t, t_prev in self._step_pairs():
+        pairs = self._step_pairs()
+        for index, (t, t_prev) in enumerate(pairs, start=1):
             with torch.inference_mode():
                 eps = self.predict_eps(model, x, t, context, guidance_scale)
                 x = self._step(x, eps, t, t_prev, generator)
+            if on_step is not None:
+                on_step(index, len(pairs), t_prev, x)
             yield t_prev, x
 
     def sample(
@@ -154,9 +162,13 @@ class Sampler(ABC):
         context: torch.Tensor | None = None,
         guidance_scale: float = 0.0,
         generator: torch.Generator | None = None,
+        on_step: StepCallback | None = None,
     ) -> torch.Tensor:
-        """Images (B, C, H, W) from noise x_T (B, C, H, W), given context (B, K) or None."""
-        steps = self.iter_steps(model, noise, context, guidance_scale, generator)
+        """Images (B, C, H, W) from noise x_T (B, C, H, W), given context (B, K) or None.
+
+        ``on_step(i, n, t_prev, x)`` is called after each of the n steps (progress, stop checks).
+        """
+        steps = self.iter_steps(model, noise, context, guidance_scale, generator, on_step)
         ((_, images),) = deque(steps, maxlen=1)  # keep only the last step's images in memory
         return images
 
@@ -168,6 +180,7 @@ class Sampler(ABC):
         context: torch.Tensor | None = None,
         guidance_scale: float = 0.0,
         generator: torch.Generator | None = None,
+        on_step: StepCallback | None = None,
     ) -> tuple[torch.Tensor, list[int]]:
         """Frames for an animation: x_T, then every ``every``-th step, always ending on the images.
 
@@ -177,7 +190,7 @@ class Sampler(ABC):
             raise ValueError(f"every must be >= 1, got {every}")
         frames, times = [noise], [self.timesteps[0]]
         for i, (t_prev, x) in enumerate(
-            self.iter_steps(model, noise, context, guidance_scale, generator), start=1
+            self.iter_steps(model, noise, context, guidance_scale, generator, on_step), start=1
         ):
             if i % every == 0 or t_prev == 0:
                 frames.append(x)

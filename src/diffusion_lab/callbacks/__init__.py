@@ -1,0 +1,6 @@
+"""Lightning callbacks of this project: sample grids (DDPM beside DDIM) and what training needs
+around them. One module per callback; import them from here."""
+
+from diffusion_lab.callbacks.sample_grids import SampleGrids, one_hot_rows, timed_sample
+
+__all__ = ["SampleGrids", "one_hot_rows", "timed_sample"]
