@@ -17,7 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_lab.diffusion import DDIMSampler, DDPMSampler, NFECounter, make_schedule
+from diffusion_lab.diffusion import (
+    DDIMSampler,
+    DDPMSampler,
+    DPMSolverSampler,
+    NFECounter,
+    make_schedule,
+)
 
 DATA_STD = 0.5
 CLASS_MEANS = torch.tensor([0.6, -0.4], dtype=torch.float64)  # the null context has mean 0
@@ -50,7 +56,7 @@ def exact_eps_coefficients(ab: float, mu: float) -> tuple[float, float]:
     return k, -k * math.sqrt(ab) * mu
 
 
-def propagate_ddpm(alpha_bars, betas, mu, posterior):
+def propagate_ddpm(alpha_bars, betas, mu, posterior, add_noise=True):
     """Mean and variance of the DDPM chain's output, starting from N(0, 1)."""
     mean, var = 0.0, 1.0
     T = len(alpha_bars) - 1
@@ -60,7 +66,7 @@ def propagate_ddpm(alpha_bars, betas, mu, posterior):
         c = beta / math.sqrt(1 - ab)
         a, b = (1 - c * k) / math.sqrt(1 - beta), -c * m / math.sqrt(1 - beta)
         noise_var = 0.0
-        if t > 1:
+        if t > 1 and add_noise:
             noise_var = (1 - alpha_bars[t - 1]) / (1 - ab) * beta if posterior else beta
         mean, var = a * mean + b, a * a * var + noise_var
     return mean, var
@@ -108,6 +114,22 @@ def test_ddpm_output_moments_match_closed_form(variance):
         schedule.alpha_bars.tolist(), schedule.betas.tolist(), 0.6, variance == "posterior"
     )
     assert_moments(out, mean, var, out.numel())
+
+
+def test_ddpm_without_noise_is_the_deterministic_collapse_to_the_mean():
+    """variance="none" (the course's lesson 1): the mean-only chain maps the noise affinely and
+    squeezes the samples towards the data mean, far below the data's spread."""
+    schedule = make_schedule("linear", 500)
+    sampler = DDPMSampler(schedule, variance="none")
+    out, noise, _ = run(sampler, n=2000)
+    mean, var = propagate_ddpm(
+        schedule.alpha_bars.tolist(), schedule.betas.tolist(), 0.6, False, add_noise=False
+    )
+    again, _, _ = run(sampler, n=2000, seed=0)
+    torch.testing.assert_close(out, again, rtol=0, atol=0)  # no randomness once noise is drawn
+    assert_moments(out, mean, var, out.numel())
+    assert mean == pytest.approx(0.6, abs=0.01)
+    assert math.sqrt(var) < 0.1 * DATA_STD
 
 
 def test_ddpm_over_all_steps_recovers_the_data_distribution():
@@ -255,6 +277,60 @@ def test_clipping_keeps_x0_in_range_and_is_off_by_default():
 def test_bad_sampler_arguments_are_named(build, message):
     with pytest.raises(ValueError, match=message):
         build(make_schedule("linear", 100))
+
+
+class ScaledEps:
+    """The exact model with its eps divided by b: what epsilon scaling must feed the step."""
+
+    def __init__(self, model, b):
+        self.model, self.b = model, b
+
+    def __call__(self, x, t, context):
+        return self.model(x, t, context) / self.b
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda s, **kw: DDPMSampler(s, variance="posterior", **kw),
+        lambda s, **kw: DDIMSampler(s, steps=10, eta=0.5, **kw),
+        lambda s, **kw: DPMSolverSampler(s, steps=10, order=3, **kw),
+    ],
+)
+def test_eps_scaling_steps_with_eps_divided_by_b(build):
+    schedule = make_schedule("linear", 100)
+    model = GaussianEps(schedule.alpha_bars)
+    noise = torch.randn(6, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    context = torch.eye(2, dtype=torch.float64)[[0, 1] * 3]
+
+    def sample(sampler, net):
+        return sampler.sample(
+            net, noise, context, guidance_scale=1.5, generator=torch.Generator().manual_seed(2)
+        )
+
+    b = 1.05
+    scaled = sample(build(schedule, eps_scale=b), model)
+    expected = sample(build(schedule), ScaledEps(model, b))
+    torch.testing.assert_close(scaled, expected, rtol=1e-12, atol=1e-12)
+    off = sample(build(schedule, eps_scale=1.0), model)
+    torch.testing.assert_close(off, sample(build(schedule), model), rtol=0, atol=0)
+    assert not torch.allclose(off, scaled)
+
+
+def test_eps_scaling_shrinks_ddim_noise_removal_as_in_ning_et_al():
+    """b > 1 removes less noise per step, so DDIM eta 0 ends with a larger spread than b = 1
+    (the direction Ning et al. use against the exposure bias)."""
+    schedule = make_schedule("linear", 500)
+    plain, _, _ = run(DDIMSampler(schedule, steps=25), n=2000)
+    scaled, _, _ = run(DDIMSampler(schedule, steps=25, eps_scale=1.01), n=2000)
+    assert scaled.std().item() > plain.std().item()
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_eps_scale_is_named(value):
+    for build in (DDPMSampler, DDIMSampler, DPMSolverSampler):
+        with pytest.raises(ValueError, match="eps_scale must be a finite number > 0"):
+            build(make_schedule("linear", 100), eps_scale=value)
 
 
 def test_bad_sample_inputs_are_named():

@@ -61,7 +61,7 @@ def compose_train(tmp_path: Path, *overrides: str):
 
 GROUP_OPTIONS = {
     "scheduler": ["linear", "cosine", "quadratic", "sigmoid"],
-    "sampler": ["ddpm", "ddim"],
+    "sampler": ["ddpm", "ddim", "dpmpp"],
     "trainer": ["default", "cpu", "gpu", "ddp"],
     "logger": ["wandb", "csv", "tensorboard", "none"],
     "data": ["digits", "sprites", "cifar10", "folder"],

@@ -1,12 +1,20 @@
-"""Pure-torch diffusion math: noise schedules, the forward process, DDPM/DDIM samplers, contexts."""
+"""Pure-torch diffusion math: noise schedules, the forward process, samplers (DDPM, DDIM,
+DPM-Solver++), prediction-target conversions, contexts."""
 
-from diffusion_lab.diffusion.samplers import DDIMSampler, DDPMSampler, NFECounter, Sampler
+from diffusion_lab.diffusion.samplers import (
+    DDIMSampler,
+    DDPMSampler,
+    DPMSolverSampler,
+    NFECounter,
+    Sampler,
+)
 from diffusion_lab.diffusion.schedules import SCHEDULE_NAMES, NoiseSchedule, make_schedule
 
 __all__ = [
     "SCHEDULE_NAMES",
     "DDIMSampler",
     "DDPMSampler",
+    "DPMSolverSampler",
     "NFECounter",
     "NoiseSchedule",
     "Sampler",

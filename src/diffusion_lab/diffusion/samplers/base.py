@@ -1,4 +1,4 @@
-"""DDPM and DDIM samplers with classifier-free guidance.
+"""What every sampler shares: guidance, epsilon scaling, the (eps, x0) estimate and the step loop.
 
 A model is any callable ``model(x, t, context) -> eps`` with x (B, C, H, W), t = timestep / T as a
 float tensor (B,), context (B, K) or None (the null context). Samplers own no weights: they hold a
@@ -8,7 +8,14 @@ Every step first predicts the noise, with guidance (Ho & Salimans 2022) when w >
 
     eps~ = (1 + w) eps(x_t, c) - w eps(x_t, null)        (one batched forward of 2B images)
 
-then estimates the clean image x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps~) / sqrt(alpha_bar_t).
+divides it by ``eps_scale`` b (epsilon scaling, Ning et al. 2024: b slightly above 1 counters the
+exposure bias; b = 1 is off), then estimates the clean image
+
+    x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps~ / b) / sqrt(alpha_bar_t).
+
+At alpha_bar_t = 0 (a zero-terminal-SNR schedule at t = T) x0_hat cannot come from eps; a model
+that also offers ``model.eps_and_x0(x, t, context) -> (eps, x0)`` (the v / x0 prediction wrapper in
+:mod:`diffusion_lab.diffusion.predictions`) gives it directly, and samplers use that there.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import math
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -27,32 +35,67 @@ Model = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tens
 # displays and stop checks (an exception raised by it ends the chain there)
 StepCallback = Callable[[int, int, int, torch.Tensor], None]
 
-DDPM_VARIANCES = ("beta", "posterior")
-
 
 class NFECounter:
     """Wraps a model and counts its forward calls (network function evaluations).
 
-    With guidance each call evaluates a doubled batch (conditional + null) in one forward.
+    With guidance each call evaluates a doubled batch (conditional + null) in one forward. A
+    wrapped model's ``eps_and_x0`` is passed on (and counted) too.
     """
 
     def __init__(self, model: Model) -> None:
         self.model = model
         self.calls = 0
+        if callable(getattr(model, "eps_and_x0", None)):
+            self.eps_and_x0 = self._counted_eps_and_x0
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None):
         self.calls += 1
         return self.model(x, t, context)
 
+    def _counted_eps_and_x0(self, x, t, context):
+        self.calls += 1
+        return self.model.eps_and_x0(x, t, context)
+
+
+def check_eps_scale(eps_scale: float) -> float:
+    """``eps_scale`` as a float, refused unless finite and > 0."""
+    if isinstance(eps_scale, bool) or not math.isfinite(eps_scale) or eps_scale <= 0:
+        raise ValueError(f"eps_scale must be a finite number > 0 (1.0 = off), got {eps_scale!r}")
+    return float(eps_scale)
+
+
+def check_steps(steps: int, total: int, name: str) -> int:
+    """``steps`` as an int in 1..T, refused otherwise with the sampler's ``name``."""
+    if isinstance(steps, bool) or int(steps) != steps or not 1 <= steps <= total:
+        raise ValueError(f"{name} steps must be an integer in 1..T={total}, got {steps!r}")
+    return int(steps)
+
+
+def spaced_timesteps(total: int, steps: int) -> list[int]:
+    """round(linspace(T, 0, steps + 1)) without the final 0, descending (the course's DDIM grid:
+    T=500, 25 steps: 500, 480, ..., 20); the last step then lands on t = 0."""
+    grid = torch.linspace(total, 0, steps + 1, dtype=torch.float64).round().long()
+    return grid[:-1].tolist()
+
 
 class Sampler(ABC):
-    """Shared machinery: guidance, x0 estimation, the step loop and trajectories."""
+    """Shared machinery: guidance, epsilon scaling, x0 estimation, the step loop and trajectories.
 
-    def __init__(self, schedule: NoiseSchedule, clip_denoised: bool = False) -> None:
+    Args:
+        schedule: the noise schedule the model was trained on.
+        clip_denoised: clamp x0_hat to [-1, 1] (and make eps consistent with it).
+        eps_scale: b in eps~ / b (Ning et al. 2024); 1.0 leaves the model's eps as it is.
+    """
+
+    def __init__(
+        self, schedule: NoiseSchedule, clip_denoised: bool = False, eps_scale: float = 1.0
+    ) -> None:
         if not isinstance(schedule, NoiseSchedule):
             raise ValueError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
         self.schedule = schedule
         self.clip_denoised = clip_denoised
+        self.eps_scale = check_eps_scale(eps_scale)
         # Python floats: every image of a batch shares t, and float64 tables need not move devices.
         self._alpha_bars = schedule.alpha_bars.tolist()
         self._betas = schedule.betas.tolist()
@@ -71,16 +114,48 @@ class Sampler(ABC):
         steps = self.timesteps
         return list(zip(steps, steps[1:] + [0]))
 
+    def _new_state(self) -> dict[str, Any]:
+        """Per-chain memory handed to every :meth:`_step` (multistep solvers keep history here)."""
+        return {}
+
     @abstractmethod
     def _step(
         self,
         x: torch.Tensor,
         eps: torch.Tensor,
+        x0: torch.Tensor,
         t: int,
         t_prev: int,
         generator: torch.Generator | None,
+        state: dict[str, Any],
     ) -> torch.Tensor:
-        """One reverse step x_t -> x_{t_prev} given the (guided) noise prediction eps."""
+        """One reverse step x_t -> x_{t_prev} given the (guided, scaled) eps and its x0_hat."""
+
+    def _time_input(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        return torch.full(
+            (x.shape[0],), t / self.schedule.timesteps, device=x.device, dtype=x.dtype
+        )
+
+    @staticmethod
+    def _guided(
+        call: Callable, x: torch.Tensor, t_in: torch.Tensor, context, guidance_scale: float
+    ):
+        """call(x, t, c), or (1 + w) call(x, c) - w call(x, null) in one batched call; ``call``
+        returns a tensor or a tuple of tensors (each combined the same way)."""
+        if context is None or guidance_scale == 0:
+            return call(x, t_in, context)
+        both = call(
+            torch.cat([x, x]),
+            torch.cat([t_in, t_in]),
+            torch.cat([context, torch.zeros_like(context)]),
+        )
+        w = guidance_scale
+
+        def combine(out: torch.Tensor) -> torch.Tensor:
+            cond, null = out.chunk(2)
+            return (1.0 + w) * cond - w * null
+
+        return tuple(combine(o) for o in both) if isinstance(both, tuple) else combine(both)
 
     def predict_eps(
         self,
@@ -90,24 +165,46 @@ class Sampler(ABC):
         context: torch.Tensor | None,
         guidance_scale: float = 0.0,
     ) -> torch.Tensor:
-        """eps(x_t, c), guided as (1 + w) eps(x, c) - w eps(x, null) in one batched call if w > 0."""
-        t_in = torch.full(
-            (x.shape[0],), t / self.schedule.timesteps, device=x.device, dtype=x.dtype
-        )
-        if context is None or guidance_scale == 0:
-            return model(x, t_in, context)
-        both = model(
-            torch.cat([x, x]),
-            torch.cat([t_in, t_in]),
-            torch.cat([context, torch.zeros_like(context)]),
-        )
-        eps_cond, eps_null = both.chunk(2)
-        return (1.0 + guidance_scale) * eps_cond - guidance_scale * eps_null
+        """eps(x_t, c), guided as (1 + w) eps(x, c) - w eps(x, null) in one batched call if w > 0
+        (not yet divided by ``eps_scale``)."""
+        return self._guided(model, x, self._time_input(x, t), context, guidance_scale)
 
-    def _predict_x0(self, x: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
+    def denoise(
+        self,
+        model: Model,
+        x: torch.Tensor,
+        t: int,
+        context: torch.Tensor | None,
+        guidance_scale: float = 0.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(eps, x0_hat) at x_t: the guided eps divided by ``eps_scale``, and the clean-image
+        estimate consistent with it (clamped with ``clip_denoised``). One network call.
+
+        Guidance combines x0 the same way as eps: both are affine in the model's output with the
+        same x_t, so guiding either one gives the same step.
+        """
         alpha_bar = self._alpha_bars[t]
-        x0 = (x - math.sqrt(1.0 - alpha_bar) * eps) / math.sqrt(alpha_bar)
-        return x0.clamp(-1.0, 1.0) if self.clip_denoised else x0
+        both = getattr(model, "eps_and_x0", None)
+        if callable(both):
+            eps, x0 = self._guided(both, x, self._time_input(x, t), context, guidance_scale)
+        else:
+            eps, x0 = self.predict_eps(model, x, t, context, guidance_scale), None
+        if self.eps_scale != 1.0:
+            eps = eps / self.eps_scale
+            if alpha_bar > 0:
+                x0 = None  # recompute from the scaled eps below
+        if x0 is None:
+            if alpha_bar == 0:
+                raise ValueError(
+                    f"alpha_bar_t = 0 at t = {t} (a zero-terminal-SNR schedule): x0 cannot be "
+                    "computed from eps; sample a v- or x0-prediction model (its eps_and_x0)"
+                )
+            x0 = (x - math.sqrt(1.0 - alpha_bar) * eps) / math.sqrt(alpha_bar)
+        if self.clip_denoised:
+            x0 = x0.clamp(-1.0, 1.0)
+            if alpha_bar < 1:  # keep eps consistent with the clipped x0_hat
+                eps = (x - math.sqrt(alpha_bar) * x0) / math.sqrt(1.0 - alpha_bar)
+        return eps, x0
 
     @staticmethod
     def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -147,10 +244,11 @@ class Sampler(ABC):
             context = context.to(device=noise.device, dtype=noise.dtype)
         x = noise
         pairs = self._step_pairs()
+        state = self._new_state()
         for index, (t, t_prev) in enumerate(pairs, start=1):
             with torch.inference_mode():
-                eps = self.predict_eps(model, x, t, context, guidance_scale)
-                x = self._step(x, eps, t, t_prev, generator)
+                eps, x0 = self.denoise(model, x, t, context, guidance_scale)
+                x = self._step(x, eps, x0, t, t_prev, generator, state)
             if on_step is not None:
                 on_step(index, len(pairs), t_prev, x)
             yield t_prev, x
@@ -197,97 +295,8 @@ class Sampler(ABC):
                 times.append(t_prev)
         return torch.stack(frames), times
 
-
-class DDPMSampler(Sampler):
-    """Ancestral DDPM sampling (Ho et al. 2020, Algorithm 2) over t = T..1.
-
-    x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_t) + sigma_t z,
-    with sigma_t^2 = beta_t (``variance="beta"``, as in the course) or the posterior variance
-    beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t (``"posterior"``), and z = 0 at t = 1.
-    With ``clip_denoised`` the mean is the posterior mean of the clipped x0_hat (DDPM eq. 7).
-    """
-
-    def __init__(
-        self, schedule: NoiseSchedule, variance: str = "beta", clip_denoised: bool = False
-    ) -> None:
-        if variance not in DDPM_VARIANCES:
-            raise ValueError(f"unknown DDPM variance {variance!r}; accepted: beta, posterior")
-        super().__init__(schedule, clip_denoised)
-        self.variance = variance
-        table = schedule.betas if variance == "beta" else schedule.posterior_variance()
-        self._sigmas = table.sqrt().tolist()
-
-    @property
-    def timesteps(self) -> list[int]:
-        return list(range(self.schedule.timesteps, 0, -1))
-
-    def _step(self, x, eps, t, t_prev, generator):
-        beta, alpha_bar = self._betas[t], self._alpha_bars[t]
-        alpha = 1.0 - beta
-        if self.clip_denoised:
-            x0 = self._predict_x0(x, eps, t)
-            alpha_bar_prev = self._alpha_bars[t - 1]
-            mean = (math.sqrt(alpha_bar_prev) * beta / (1.0 - alpha_bar)) * x0 + (
-                math.sqrt(alpha) * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
-            ) * x
-        else:
-            mean = (x - (beta / math.sqrt(1.0 - alpha_bar)) * eps) / math.sqrt(alpha)
-        if t == 1:
-            return mean
-        return mean + self._sigmas[t] * self._noise_like(x, generator)
-
-    def __repr__(self) -> str:
-        return f"DDPMSampler(T={self.schedule.timesteps}, variance={self.variance!r})"
-
-
-class DDIMSampler(Sampler):
-    """DDIM (Song et al. 2020, eq. 12) on a subsequence of ``steps`` timesteps.
-
-    Timesteps: round(linspace(T, 0, steps + 1)) without the final 0 (T=500, 25 steps: 500, 480,
-    ..., 20), the last step landing on alpha_bar_0 = 1. One step t -> t_prev:
-
-        sigma = eta sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_prev)
-        x_prev = sqrt(alpha_bar_prev) x0_hat + sqrt(1 - alpha_bar_prev - sigma^2) eps + sigma z.
-
-    eta = 0 is deterministic (the course's DDIM); eta = 1 over all T steps is DDPM with the
-    posterior variance.
-    """
-
-    def __init__(
-        self,
-        schedule: NoiseSchedule,
-        steps: int = 25,
-        eta: float = 0.0,
-        clip_denoised: bool = False,
-    ) -> None:
-        total = schedule.timesteps
-        if isinstance(steps, bool) or int(steps) != steps or not 1 <= steps <= total:
-            raise ValueError(f"DDIM steps must be an integer in 1..T={total}, got {steps!r}")
-        if not 0.0 <= eta <= 1.0:
-            raise ValueError(f"DDIM eta must be in [0, 1], got {eta}")
-        super().__init__(schedule, clip_denoised)
-        self.steps = int(steps)
-        self.eta = float(eta)
-        grid = torch.linspace(total, 0, self.steps + 1, dtype=torch.float64).round().long()
-        self._timesteps = grid[:-1].tolist()
-
-    @property
-    def timesteps(self) -> list[int]:
-        return list(self._timesteps)
-
-    def _step(self, x, eps, t, t_prev, generator):
-        alpha_bar, alpha_bar_prev = self._alpha_bars[t], self._alpha_bars[t_prev]
-        x0 = self._predict_x0(x, eps, t)
-        if self.clip_denoised:  # keep eps consistent with the clipped x0_hat
-            eps = (x - math.sqrt(alpha_bar) * x0) / math.sqrt(1.0 - alpha_bar)
-        sigma = self.eta * math.sqrt(
-            (1.0 - alpha_bar_prev) / (1.0 - alpha_bar) * (1.0 - alpha_bar / alpha_bar_prev)
+    def _options_repr(self) -> str:
+        parts = [f"eps_scale={self.eps_scale:g}"] if self.eps_scale != 1.0 else []
+        return "".join(
+            f", {p}" for p in parts + (["clip_denoised=True"] if self.clip_denoised else [])
         )
-        direction = math.sqrt(max(1.0 - alpha_bar_prev - sigma**2, 0.0))
-        x_prev = math.sqrt(alpha_bar_prev) * x0 + direction * eps
-        if sigma > 0:
-            x_prev = x_prev + sigma * self._noise_like(x, generator)
-        return x_prev
-
-    def __repr__(self) -> str:
-        return f"DDIMSampler(T={self.schedule.timesteps}, steps={self.steps}, eta={self.eta})"
