@@ -107,3 +107,24 @@ def test_posterior_variance_formula():
 def test_bad_schedule_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_schedule(**kwargs)
+
+
+@pytest.mark.parametrize("name", SCHEDULE_NAMES)
+def test_zero_terminal_snr_ends_on_pure_noise_and_keeps_the_start(name):
+    """Lin et al. 2023, Algorithm 1, recomputed here in numpy from the plain schedule."""
+    plain = make_schedule(name, 300)
+    rescaled = make_schedule(name, 300, zero_terminal_snr=True)
+    assert rescaled.alpha_bars[-1].item() == 0.0  # exactly
+    assert rescaled.betas[-1].item() == 1.0
+    assert rescaled.snr(torch.tensor([300])).item() == 0.0
+    root = np.sqrt(plain.alpha_bars[1:].numpy())
+    expected = ((root - root[-1]) * root[0] / (root[0] - root[-1])) ** 2
+    np.testing.assert_allclose(rescaled.alpha_bars[1:].numpy(), expected, rtol=1e-9, atol=1e-15)
+    assert rescaled.alpha_bars[1].item() == pytest.approx(plain.alpha_bars[1].item(), rel=1e-12)
+    assert bool((rescaled.betas[1:] > 0).all() and (rescaled.betas <= 1).all())
+    assert make_schedule(name, 300, zero_terminal_snr=False).alpha_bars[-1].item() > 0.0
+
+
+def test_zero_terminal_snr_needs_two_timesteps():
+    with pytest.raises(ValueError, match="zero terminal SNR needs T >= 2"):
+        make_schedule("linear", 1, zero_terminal_snr=True)

@@ -29,7 +29,8 @@ class NoiseSchedule:
     """
 
     def __init__(self, betas: torch.Tensor, name: str = "custom") -> None:
-        """``betas``: shape (T,), the values beta_1..beta_T, each in (0, 1]."""
+        """``betas``: shape (T,), the values beta_1..beta_T, each in (0, 1] (beta_T = 1 gives
+        alpha_bar_T = 0: zero terminal SNR)."""
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.ndim != 1 or betas.numel() < 1:
             raise ValueError(
@@ -140,13 +141,42 @@ _BETA_BUILDERS: dict[str, Callable[[int, float, float], torch.Tensor]] = {
 }
 
 
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Lin et al. 2023 ("Common Diffusion Noise Schedules and Sample Steps are Flawed", Alg. 1):
+    shift and scale sqrt(alpha_bar_t) linearly so that sqrt(alpha_bar_1) keeps its value and
+    sqrt(alpha_bar_T) becomes 0, then read the betas back:
+
+        s_t = sqrt(alpha_bar_t),  s'_t = (s_t - s_T) s_1 / (s_1 - s_T),
+        beta_1 = 1 - s'_1^2,  beta_t = 1 - s'_t^2 / s'_{t-1}^2  (t >= 2),  so beta_T = 1.
+
+    ``betas``: beta_1..beta_T, shape (T,), T >= 2; returns the same shape, float64.
+    """
+    if betas.numel() < 2:
+        raise ValueError("zero terminal SNR needs T >= 2 timesteps (alpha_bar_1 is kept)")
+    root = torch.cumprod(1.0 - betas, dim=0).sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    root = (root - last) * first / (first - last)
+    alpha_bars = root**2
+    alphas = torch.cat([alpha_bars[:1], alpha_bars[1:] / alpha_bars[:-1]])
+    betas = 1.0 - alphas
+    betas[-1] = 1.0  # alpha_bar_T = 0 exactly, whatever the rounding above
+    return betas
+
+
 def make_schedule(
-    name: str, timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02
+    name: str,
+    timesteps: int,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    zero_terminal_snr: bool = False,
 ) -> NoiseSchedule:
     """Build a named :class:`NoiseSchedule` with T = ``timesteps``.
 
     Names: ``linear`` (the course: T=500, 1e-4..0.02), ``cosine`` (improved DDPM; ignores the beta
-    range), ``quadratic`` and ``sigmoid`` (both from beta_start to beta_end).
+    range), ``quadratic`` and ``sigmoid`` (both from beta_start to beta_end). With
+    ``zero_terminal_snr`` the schedule is rescaled so that alpha_bar_T = 0 (Lin et al. 2023, see
+    :func:`rescale_zero_terminal_snr`): x_T is pure noise, as at sampling time; it needs a v- or
+    x0-predicting net (eps cannot give x0 at SNR 0).
     """
     if name not in _BETA_BUILDERS:
         raise ValueError(f"unknown schedule {name!r}; accepted: {', '.join(SCHEDULE_NAMES)}")
@@ -157,4 +187,6 @@ def make_schedule(
             f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}"
         )
     betas = _BETA_BUILDERS[name](int(timesteps), float(beta_start), float(beta_end))
+    if zero_terminal_snr:
+        return NoiseSchedule(rescale_zero_terminal_snr(betas), name=f"{name}+zero_snr")
     return NoiseSchedule(betas, name=name)
