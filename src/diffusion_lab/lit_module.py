@@ -1,9 +1,13 @@
-"""DiffusionModule: trains a noise-prediction network on the DDPM objective.
+"""DiffusionModule: trains a denoising network on the DDPM objective.
 
 Loss (Ho et al. 2020, eq. 14, the "simple" objective), optionally min-SNR weighted:
 
     t ~ U{1..T},  eps ~ N(0, I),  x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps,
-    L = E[ w_t || eps - net(x_t, t / T, c) ||^2 ],  w_t = 1 or min(SNR_t, gamma) / SNR_t,
+    L = E[ w_t || target - net(x_t, t / T, c) ||^2 ],
+
+where the target is eps, v = alpha eps - sigma x_0 or x_0 (``prediction``, Salimans & Ho 2022) and
+w_t = 1 or the min-SNR weight of that target (Hang et al. 2023: min(SNR, gamma) / SNR for eps,
+/ (SNR + 1) for v, min(SNR, gamma) for x0); see :mod:`diffusion_lab.diffusion.predictions`.
 
 where the context c is replaced by the null (all-zero) context with probability ``context_dropout``,
 which trains the unconditional model used by classifier-free guidance.
@@ -27,6 +31,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab import __version__
 from diffusion_lab.diffusion import NoiseSchedule, Sampler
+from diffusion_lab.diffusion.predictions import (
+    EpsModel,
+    alpha_sigma,
+    check_prediction,
+    min_snr_weight,
+    training_target,
+)
 from diffusion_lab.diffusion.samplers import StepCallback
 from diffusion_lab.ema import EMA
 
@@ -44,7 +55,8 @@ def _plain(config: Mapping | DictConfig | None) -> dict | None:
 
 
 class DiffusionModule(L.LightningModule):
-    """Lightning wrapper around a noise-prediction net, its schedule, EMA and sampling.
+    """Lightning wrapper around a denoising net (eps, v or x0 prediction), its schedule, EMA and
+    sampling.
 
     Args:
         net: config of the network, e.g. ``{"_target_": "diffusion_lab.models.ContextUnet", ...}``.
@@ -56,6 +68,8 @@ class DiffusionModule(L.LightningModule):
         class_names: one name per context dimension (stored in checkpoints for sampling).
         context_dropout: probability of training a sample with the null context.
         loss_weighting: ``none`` or ``min_snr`` (Hang et al. 2023) with ``min_snr_gamma``.
+        prediction: what the net outputs, ``eps``, ``v`` or ``x0``; sampling converts it to eps
+            (:meth:`sampling_net`), so every sampler works with every target.
         ema_decay: EMA decay; the EMA weights are used for validation and sampling.
         val_seed: seed of the fixed noise and timesteps used for the validation loss, so it is
             comparable across epochs and runs.
@@ -74,8 +88,10 @@ class DiffusionModule(L.LightningModule):
         min_snr_gamma: float = 5.0,
         ema_decay: float = 0.995,
         val_seed: int = 1234,
+        prediction: str = "eps",
     ) -> None:
         super().__init__()
+        check_prediction(prediction)
         if not 0.0 <= context_dropout < 1.0:
             raise ValueError(f"context_dropout must be in [0, 1), got {context_dropout}")
         if loss_weighting not in LOSS_WEIGHTINGS:
@@ -97,10 +113,17 @@ class DiffusionModule(L.LightningModule):
                 "min_snr_gamma": min_snr_gamma,
                 "ema_decay": ema_decay,
                 "val_seed": val_seed,
+                "prediction": prediction,
             }
         )
         self.net = instantiate(self.hparams.net)
         self.schedule: NoiseSchedule = instantiate(self.hparams.schedule)
+        if prediction == "eps" and self.schedule.alpha_bars[-1].item() == 0:
+            raise ValueError(
+                "the noise schedule has zero terminal SNR (alpha_bar_T = 0), where an eps-predicting "
+                "net cannot give x0 (x0 = (x_T - eps) / 0); train with module.prediction=v (or x0), "
+                "or set scheduler.zero_terminal_snr=false"
+            )
         self.ema = EMA(self.net, decay=ema_decay)
         num_classes = getattr(self.net, "n_cfeat", len(class_names))
         if class_names and len(class_names) != num_classes:
@@ -128,8 +151,13 @@ class DiffusionModule(L.LightningModule):
         return instantiate(config if config is not None else self.hparams.sampler)(self.schedule)
 
     # --- training --------------------------------------------------------------------------
+    @property
+    def prediction(self) -> str:
+        """What the net outputs: eps, v or x0 (checkpoints from before the option: eps)."""
+        return self.hparams.get("prediction", "eps")
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None):
-        """eps = net(x, t / T, context) with t the integer timesteps (B,)."""
+        """The net's raw output (eps, v or x0, see ``prediction``) for integer timesteps t (B,)."""
         return self.net(x, t.to(x.dtype) / self.schedule.timesteps, context)
 
     def _loss(
@@ -147,13 +175,15 @@ class DiffusionModule(L.LightningModule):
             images.shape, device=self.device, dtype=images.dtype, generator=generator
         )
         x_t = self.schedule.q_sample(images, t, noise)
-        eps = net(x_t, t.to(images.dtype) / self.schedule.timesteps, contexts)
-        per_sample = F.mse_loss(eps, noise, reduction="none").mean(dim=(1, 2, 3))
+        output = net(x_t, t.to(images.dtype) / self.schedule.timesteps, contexts)
+        alpha, sigma = alpha_sigma(self.schedule.alpha_bars, t, images)
+        target = training_target(self.prediction, images, noise, alpha, sigma)
+        per_sample = F.mse_loss(output, target, reduction="none").mean(dim=(1, 2, 3))
         if self.hparams.loss_weighting == "min_snr":
-            snr = self.schedule.snr(t)
-            per_sample = per_sample * (snr.clamp(max=self.hparams.min_snr_gamma) / snr).to(
-                per_sample.dtype
+            weight = min_snr_weight(
+                self.prediction, self.schedule.snr(t), self.hparams.min_snr_gamma
             )
+            per_sample = per_sample * weight.to(per_sample.dtype)
         return per_sample.mean()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
@@ -249,11 +279,15 @@ class DiffusionModule(L.LightningModule):
 
     @contextmanager
     def sampling_net(self, use_ema: bool = True) -> Iterator[torch.nn.Module]:
-        """The EMA (or the live) network in eval mode for the block; its mode is restored after."""
+        """The EMA (or the live) network in eval mode for the block, as the eps-model samplers take
+        (a v or x0 net wrapped in :class:`EpsModel`); the net's mode is restored after."""
         net = self.ema.module if use_ema else self.net
         was_training = net.training
         net.eval()
         try:
-            yield net
+            if self.prediction == "eps":
+                yield net
+            else:
+                yield EpsModel(net, self.prediction, self.schedule.alpha_bars).eval()
         finally:
             net.train(was_training)
