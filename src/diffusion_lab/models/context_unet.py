@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from diffusion_lab.models.checks import check_net_inputs
+
 NORMS = ("batch", "group")
 GROUPS = 8
 RESIDUAL_SCALE = 1.414  # the course divides residual sums by ~sqrt(2) to keep unit variance
@@ -150,28 +152,11 @@ class ContextUnet(nn.Module):
             nn.Conv2d(n_feat, in_channels, 3, 1, 1),
         )
 
-    def _check(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None) -> None:
-        expected = (self.in_channels, self.height, self.height)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"x must be (B, {self.in_channels}, {self.height}, {self.height}), "
-                f"got {tuple(x.shape)}"
-            )
-        if t.numel() != x.shape[0]:
-            raise ValueError(
-                f"t must hold one value per image, (B,) = ({x.shape[0]},), got {tuple(t.shape)}"
-            )
-        if context is not None and tuple(context.shape) != (x.shape[0], self.n_cfeat):
-            raise ValueError(
-                f"context must be (B, n_cfeat) = ({x.shape[0]}, {self.n_cfeat}), "
-                f"got {tuple(context.shape)}"
-            )
-
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None
     ) -> torch.Tensor:
         t = torch.as_tensor(t, device=x.device, dtype=x.dtype)
-        self._check(x, t, context)
+        check_net_inputs(self, x, t, context)
         if context is None:
             context = x.new_zeros(x.shape[0], self.n_cfeat)
         t = t.reshape(-1, 1).to(x.dtype)
