@@ -1,0 +1,162 @@
+"""Why does deterministic DDIM get worse with more steps? One checkpoint, one judge, many samplers.
+
+    python benchmarks/ddim_trend.py outputs/train/runs/<datetime>            # digits, 50 per class
+    python benchmarks/ddim_trend.py <run> --steps 10 25 100 --eps-scales 1.005 --guidance 0 2
+
+All samplers denoise the same noise into the same classes (evaluation.run_study): DDPM over all T
+steps (with --ddpm); at every step count DDIM eta 0 (the trend), eta 1 (the stochastic control) and
+DDIM eta 0 with epsilon scaling (Ning et al. 2024: the step uses eps / b); DPM-Solver++ 2M at every
+--dpm-nfe (and 3M at the first); all at the first --guidance scale, and DDIM eta 0 again at each
+further one. The judge, its reference images and the scores are diffusion-eval's
+(``diffusion_lab.evaluate.load_inputs`` / ``train_judge``), so the numbers compare with its tables.
+Prints a Markdown table (and writes it with --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+
+from diffusion_lab import CONFIG_DIR
+from diffusion_lab.diffusion import (
+    DDIMSampler,
+    DDPMSampler,
+    DPMSolverSampler,
+    NoiseSchedule,
+    Sampler,
+)
+from diffusion_lab.evaluate import load_inputs, train_judge
+from diffusion_lab.evaluation.study import run_study
+from diffusion_lab.timing import device_name
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A sampler for ``run_study``: what its rows are called and how it is built."""
+
+    kind: str
+    steps: int
+    eta: float | None
+    label: str
+    factory: Callable[[NoiseSchedule], Sampler]
+
+    def build(self, schedule: NoiseSchedule) -> Sampler:
+        return self.factory(schedule)
+
+
+def specs(
+    steps: list[int], eps_scales: list[float], dpm_nfe: list[int], ddpm_steps: int | None
+) -> list[Spec]:
+    result = []
+    if ddpm_steps is not None:
+        result.append(Spec("ddpm", ddpm_steps, None, f"DDPM-{ddpm_steps}", DDPMSampler))
+    for n in steps:
+        result.append(Spec("ddim", n, 0.0, f"DDIM-{n} eta 0", lambda s, n=n: DDIMSampler(s, n)))
+        result.append(
+            Spec("ddim", n, 1.0, f"DDIM-{n} eta 1", lambda s, n=n: DDIMSampler(s, n, eta=1.0))
+        )
+        for b in eps_scales:
+            result.append(
+                Spec(
+                    f"ddim b={b:g}",
+                    n,
+                    0.0,
+                    f"DDIM-{n} eta 0, eps / {b:g}",
+                    lambda s, n=n, b=b: DDIMSampler(s, n, eps_scale=b),
+                )
+            )
+    for i, n in enumerate(dpm_nfe):
+        for order in (2, 3) if i == 0 else (2,):
+            result.append(
+                Spec(
+                    f"dpm++ {order}M",
+                    n,
+                    None,
+                    f"DPM-Solver++({order}M)-{n}",
+                    lambda s, n=n, order=order: DPMSolverSampler(s, n, order=order),
+                )
+            )
+    return result
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| sampler | guidance | NFE | seconds | class accuracy | FID | KID |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['label']} | {row['guidance']:g} | {row['nfe']} | {row['seconds']:.1f} | "
+            f"{row['class_accuracy']:.3f} | {row['fid']:.3f} | {row['kid_mean']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("ckpt_path", help="a .ckpt file or a run folder (as diffusion-eval takes)")
+    parser.add_argument("--n-per-class", type=int, default=50)
+    parser.add_argument("--steps", type=int, nargs="+", default=[10, 25, 100])
+    parser.add_argument("--eps-scales", type=float, nargs="*", default=[1.005])
+    parser.add_argument("--guidance", type=float, nargs="+", default=[0.0])
+    parser.add_argument("--dpm-nfe", type=int, nargs="*", default=[10, 15, 20])
+    parser.add_argument("--ddpm", action="store_true", help="also DDPM over all T steps")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, help="also write the table here")
+    parser.add_argument("overrides", nargs="*", help="diffusion-eval overrides, e.g. data=sprites")
+    args = parser.parse_args()
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "evaluate",
+            overrides=[
+                f"ckpt_path={args.ckpt_path}",
+                f"n_per_class={args.n_per_class}",
+                f"device={args.device}",
+                *args.overrides,
+            ],
+        )
+    inputs = load_inputs(cfg)
+    judge = train_judge(cfg, inputs)
+    timesteps = inputs.module.schedule.timesteps
+    study = specs(args.steps, args.eps_scales, args.dpm_nfe, timesteps if args.ddpm else None)
+    rows = []
+    with inputs.module.sampling_net(cfg.use_ema) as net:
+        for guidance in args.guidance:
+            # every panel at the first guidance scale; the plain DDIM eta 0 trend at the others
+            chosen = study
+            if guidance != args.guidance[0]:
+                chosen = [s for s in study if s.kind == "ddim" and s.eta == 0.0]
+            results = run_study(
+                net,
+                inputs.module.schedule,
+                chosen,
+                judge.classifier,
+                inputs.real.reference,
+                cfg.n_per_class,
+                seed=cfg.seed,
+                guidance_scale=guidance,
+                kid_subset_size=cfg.kid_subset_size,
+            )
+            rows += [
+                {**row, "label": spec.label, "guidance": guidance}
+                for spec, row in zip(chosen, results)
+            ]
+    header = (
+        f"{inputs.checkpoint} ({inputs.module.prediction} prediction, T = "
+        f"{inputs.module.schedule.timesteps}); judge val accuracy {judge.accuracy:.3f}; "
+        f"{cfg.n_per_class} images per class; {device_name(inputs.device)}\n\n"
+    )
+    table = header + markdown(rows)
+    print(table)
+    if args.out is not None:
+        args.out.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
