@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, help="also write the table here")
     parser.add_argument("overrides", nargs="*", help="diffusion-eval overrides, e.g. data=sprites")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(
