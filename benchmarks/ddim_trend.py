@@ -1,7 +1,8 @@
 """Why does deterministic DDIM get worse with more steps? One checkpoint, one judge, many samplers.
 
     python benchmarks/ddim_trend.py outputs/train/runs/<datetime>            # digits, 50 per class
-    python benchmarks/ddim_trend.py <run> --steps 10 25 100 --eps-scales 1.005 --guidance 0 2
+    python benchmarks/ddim_trend.py <run> --steps 10 25 100 --eps-scales 1.005 --guidance 0 2 --ddpm
+    python benchmarks/ddim_trend.py <run> --override data=sprites --out table.md
 
 All samplers denoise the same noise into the same classes (evaluation.run_study): DDPM over all T
 steps (with --ddpm); at every step count DDIM eta 0 (the trend), eta 1 (the stochastic control) and
@@ -108,8 +109,13 @@ def main() -> None:
     parser.add_argument("--ddpm", action="store_true", help="also DDPM over all T steps")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, help="also write the table here")
-    parser.add_argument("overrides", nargs="*", help="diffusion-eval overrides, e.g. data=sprites")
-    args = parser.parse_intermixed_args()
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="a diffusion-eval override, e.g. --override data=sprites (repeatable)",
+    )
+    args = parser.parse_args()
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(
@@ -118,24 +124,32 @@ def main() -> None:
                 f"ckpt_path={args.ckpt_path}",
                 f"n_per_class={args.n_per_class}",
                 f"device={args.device}",
-                *args.overrides,
+                *args.override,
             ],
         )
     inputs = load_inputs(cfg)
     judge = train_judge(cfg, inputs)
     timesteps = inputs.module.schedule.timesteps
     study = specs(args.steps, args.eps_scales, args.dpm_nfe, timesteps if args.ddpm else None)
+    runs = [(guidance, spec) for spec in study for guidance in args.guidance[:1]]
+    runs += [
+        (guidance, spec)
+        for guidance in args.guidance[1:]
+        for spec in study
+        if spec.kind == "ddim" and spec.eta == 0.0
+    ]
+    header = (
+        f"{inputs.checkpoint} ({inputs.module.prediction} prediction, T = {timesteps}); judge val "
+        f"accuracy {judge.accuracy:.3f}; {cfg.n_per_class} images per class; "
+        f"{device_name(inputs.device)}\n\n"
+    )
     rows = []
     with inputs.module.sampling_net(cfg.use_ema) as net:
-        for guidance in args.guidance:
-            # every panel at the first guidance scale; the plain DDIM eta 0 trend at the others
-            chosen = study
-            if guidance != args.guidance[0]:
-                chosen = [s for s in study if s.kind == "ddim" and s.eta == 0.0]
-            results = run_study(
+        for guidance, spec in runs:  # one sampler at a time: the table grows as rows finish
+            (row,) = run_study(
                 net,
                 inputs.module.schedule,
-                chosen,
+                [spec],
                 judge.classifier,
                 inputs.real.reference,
                 cfg.n_per_class,
@@ -143,19 +157,11 @@ def main() -> None:
                 guidance_scale=guidance,
                 kid_subset_size=cfg.kid_subset_size,
             )
-            rows += [
-                {**row, "label": spec.label, "guidance": guidance}
-                for spec, row in zip(chosen, results)
-            ]
-    header = (
-        f"{inputs.checkpoint} ({inputs.module.prediction} prediction, T = "
-        f"{inputs.module.schedule.timesteps}); judge val accuracy {judge.accuracy:.3f}; "
-        f"{cfg.n_per_class} images per class; {device_name(inputs.device)}\n\n"
-    )
-    table = header + markdown(rows)
-    print(table)
-    if args.out is not None:
-        args.out.write_text(table + "\n")
+            rows.append({**row, "label": spec.label, "guidance": guidance})
+            print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+            if args.out is not None:
+                args.out.write_text(header + markdown(rows) + "\n")
+    print(header + markdown(rows))
 
 
 if __name__ == "__main__":
