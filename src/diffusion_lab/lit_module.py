@@ -9,7 +9,7 @@ where the target is eps, v = alpha eps - sigma x_0 or x_0 (``prediction``, Salim
 w_t = 1 or the min-SNR weight of that target (Hang et al. 2023: min(SNR, gamma) / SNR for eps,
 / (SNR + 1) for v, min(SNR, gamma) for x0); see :mod:`diffusion_lab.diffusion.predictions`.
 
-where the context c is replaced by the null (all-zero) context with probability ``context_dropout``,
+The context c is replaced by the null (all-zero) context with probability ``context_dropout``,
 which trains the unconditional model used by classifier-free guidance.
 
 The network, noise schedule, sampler, optimizer and LR scheduler are given as configs (mappings with
