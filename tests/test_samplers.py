@@ -350,3 +350,26 @@ def test_moments_helpers_agree_with_each_other_at_full_steps():
     ddim = propagate_ddim(ab, list(range(300, 0, -1)), 0.6, eta=1.0)
     ddpm = propagate_ddpm(ab, betas, 0.6, posterior=True)
     np.testing.assert_allclose(ddim, ddpm, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["sampler=ddpm", "sampler.variance=none"], "DDPMSampler(T=500, variance='none')"),
+        (["sampler=dpmpp"], "DPMSolverSampler(T=500, steps=20, order=2)"),
+        (
+            ["sampler=ddim", "sampler.eps_scale=1.005"],
+            "DDIMSampler(T=500, steps=25, eta=0.0, eps_scale=1.005)",
+        ),
+    ],
+)
+def test_sampler_configs_build_on_the_schedule(overrides, expected):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from diffusion_lab import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("sample", overrides=["ckpt_path=unused", *overrides])
+    sampler = instantiate(cfg.sampler)(make_schedule("linear", 500))
+    assert repr(sampler) == expected
