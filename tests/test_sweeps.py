@@ -1,0 +1,85 @@
+"""What a sweep optimises: optimized_metric, diffusion-train's return value and result.json."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from test_train import compose_train, run_train
+
+from diffusion_lab.sweeps import RESULT_FILE, optimized_value, recording_result
+from diffusion_lab.sweeps.results import check_direction
+
+
+def test_optimized_metric_defaults_to_the_validation_loss(tmp_path):
+    cfg = compose_train(tmp_path)
+    assert (cfg.optimized_metric, cfg.optimized_metric_direction) == ("val/loss", "minimize")
+
+
+def test_optimized_metric_follows_a_quality_callback_when_there_is_one(tmp_path):
+    quality = ["+callbacks.quality.metric=quality/ddim/class_acc"]
+    quality += ["+callbacks.quality.metric_direction=maximize"]
+    cfg = compose_train(tmp_path, *quality)
+    assert (cfg.optimized_metric, cfg.optimized_metric_direction) == (
+        "quality/ddim/class_acc",
+        "maximize",
+    )
+
+
+def test_a_missing_metric_names_itself_and_the_metrics_there_are():
+    assert optimized_value({"val/loss": 0.25}, "val/loss") == 0.25
+    with pytest.raises(ValueError, match=r"'quality/ddim/fid'.*logged: train/loss, val/loss"):
+        optimized_value({"val/loss": 0.25, "train/loss": 0.5}, "quality/ddim/fid")
+    with pytest.raises(ValueError, match="'up'.*minimize, maximize"):
+        check_direction("up")
+
+
+def fake_trainer(epochs: int, **metrics: float) -> SimpleNamespace:
+    callback_metrics = {
+        key.replace("__", "/"): torch.tensor(value) for key, value in metrics.items()
+    }
+    return SimpleNamespace(callback_metrics=callback_metrics, current_epoch=epochs)
+
+
+def test_result_json_records_the_run(tmp_path):
+    cfg = compose_train(tmp_path, "scheduler=cosine")
+    with recording_result(cfg) as result:
+        metrics = result.finish(fake_trainer(3, val__loss=0.5, train__loss=0.75))
+    assert metrics == {"val/loss": 0.5, "train/loss": 0.75}
+    written = json.loads((tmp_path / RESULT_FILE).read_text())
+    assert written["status"] == "ok" and written["epochs"] == 3
+    assert (written["optimized_metric"], written["value"]) == ("val/loss", 0.5)
+    assert written["direction"] == "minimize" and written["seconds"] >= 0
+    assert written["metrics"] == metrics and written["overrides"] == ["scheduler=cosine"]
+
+
+def test_a_failed_run_writes_failed_and_reraises(tmp_path):
+    cfg = compose_train(tmp_path)
+    (tmp_path / RESULT_FILE).write_text('{"status": "ok"}')  # a stale one from an earlier attempt
+    with pytest.raises(RuntimeError, match="out of memory"), recording_result(cfg):
+        assert not (tmp_path / RESULT_FILE).exists()
+        raise RuntimeError("out of memory\nsecond line")
+    written = json.loads((tmp_path / RESULT_FILE).read_text())
+    assert written["status"] == "failed" and written["value"] is None
+    assert written["error"] == "RuntimeError: out of memory"
+
+
+def test_a_stopped_run_writes_no_result(tmp_path):
+    cfg = compose_train(tmp_path)
+    with pytest.raises(KeyboardInterrupt), recording_result(cfg):
+        raise KeyboardInterrupt
+    assert not (tmp_path / RESULT_FILE).exists()
+
+
+def test_diffusion_train_fails_on_a_metric_it_never_logged(tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = ["logger=csv", "+trainer.fast_dev_run=true", "optimized_metric=quality/ddim/fid"]
+    result = run_train(run_dir, *overrides, check=False)
+    assert result.returncode != 0
+    assert "optimized_metric='quality/ddim/fid' was not logged" in result.stderr
+    assert "val/loss" in result.stderr  # among the metrics there are
+    written = json.loads((run_dir / RESULT_FILE).read_text())
+    assert written["status"] == "failed" and "quality/ddim/fid" in written["error"]
+    assert written["metrics"]["val/loss"] > 0
