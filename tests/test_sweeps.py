@@ -63,7 +63,7 @@ def test_a_failed_run_writes_failed_and_reraises(tmp_path):
         raise RuntimeError("out of memory\nsecond line")
     written = json.loads((tmp_path / RESULT_FILE).read_text())
     assert written["status"] == "failed" and written["value"] is None
-    assert written["error"] == "RuntimeError: out of memory"
+    assert written["error"] == "RuntimeError: out of memory second line"
 
 
 def test_a_stopped_run_writes_no_result(tmp_path):
@@ -83,3 +83,13 @@ def test_diffusion_train_fails_on_a_metric_it_never_logged(tmp_path):
     written = json.loads((run_dir / RESULT_FILE).read_text())
     assert written["status"] == "failed" and "quality/ddim/fid" in written["error"]
     assert written["metrics"]["val/loss"] > 0
+
+
+def test_only_rank_zero_writes_the_result(tmp_path, monkeypatch):
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    monkeypatch.setattr(rank_zero_only, "rank", 1, raising=False)
+    cfg = compose_train(tmp_path)
+    with recording_result(cfg) as result:
+        result.finish(fake_trainer(1, val__loss=0.5))
+    assert not (tmp_path / RESULT_FILE).exists()

@@ -8,7 +8,6 @@ diffusion-train -m scheduler=linear,cosine sampler.steps=10,50
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import hydra
 import lightning as L
@@ -22,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from diffusion_lab import CONFIG_DIR
 from diffusion_lab.lit_module import DiffusionModule
 from diffusion_lab.sweeps import optimized_value, recording_result
+from diffusion_lab.sweeps.wandb_summary import sweep_group
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def _run_identity() -> tuple[str, str | None]:
     name = hydra_cfg.job.override_dirname or "default"
     group = None
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        group = f"{hydra_cfg.job.name}-{Path(hydra_cfg.sweep.dir).name}"
+        group = sweep_group(hydra_cfg.job.name, hydra_cfg.sweep.dir)
     return name, group
 
 

@@ -51,6 +51,12 @@ def check_direction(direction: str) -> str:
     return direction
 
 
+def error_line(error: BaseException) -> str:
+    """``Type: message`` on one line (at most 500 characters), for a table cell; Hydra's
+    instantiation errors put the cause on their second line."""
+    return " ".join(f"{type(error).__name__}: {error}".split())[:500]
+
+
 def is_rank_zero() -> bool:
     """True in the process that should write run files: global rank 0 (Lightning sets the rank
     from RANK / LOCAL_RANK / SLURM_PROCID, and again once a DDP strategy knows it)."""
@@ -118,7 +124,7 @@ class ResultRecorder:
             "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         }
         if error is not None:
-            payload["error"] = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+            payload["error"] = error_line(error)
         return payload
 
     def write(self, error: BaseException | None = None) -> None:
