@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -146,3 +147,70 @@ def test_a_two_trial_optuna_sweep_writes_its_best_trial_and_the_summary(tmp_path
     values = sorted(trial.value for trial in study.trials)
     assert values == pytest.approx(sorted(float(row["val/loss"]) for row in rows))
     assert (sweep / "summary.png").is_file()
+
+
+SLURM_GPUS = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]
+
+
+def test_slurm_tasks_gpus_and_nodes_follow_the_trainer(tmp_path):
+    launcher = compose_train(tmp_path, *SLURM_GPUS).hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
+    cpu = compose_train(tmp_path, "hydra/launcher=slurm", "trainer=cpu", "trainer.devices=2")
+    assert (cpu.hydra.launcher.tasks_per_node, cpu.hydra.launcher.gpus_per_node) == (2, None)
+    assert cpu.hydra.launcher.nodes == 1
+    auto = compose_train(tmp_path, "hydra/launcher=slurm")  # trainer.devices=auto
+    with pytest.raises(Exception, match="needs trainer.devices as a positive number.*'auto'"):
+        _ = auto.hydra.launcher.tasks_per_node
+
+
+def test_slurm_batch_script_asks_for_lightnings_requeue_signal(tmp_path, monkeypatch):
+    """The sbatch script submitit would submit, built as the launcher builds it (a stand-in srun
+    on PATH: submitit refuses to build one off a cluster)."""
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    overrides = [*SLURM_GPUS, "hydra.launcher.partition=gpu", "hydra.launcher.account=lab"]
+    cfg = compose_train(tmp_path, *overrides, "hydra.launcher.timeout_min=30")
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    del params["_target_"], params["submitit_folder"]
+    executor = submitit.AutoExecutor(
+        folder=tmp_path / "submitit",
+        cluster="slurm",
+        slurm_max_num_timeout=params.pop("max_num_timeout"),
+    )
+    generic = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(
+        **{k if k in generic else f"slurm_{k}": v for k, v in params.items()}
+    )
+    script = executor._executor._make_submission_file_text("python -m job", "uid")
+    for line in [
+        "--nodes=2",
+        "--ntasks-per-node=4",
+        "--gpus-per-node=4",
+        "--signal=USR1@120",  # Lightning's SLURMEnvironment requeue signal, 120 s ahead
+        "--partition=gpu",
+        "--account=lab",
+        "--time=30",
+    ]:
+        assert f"#SBATCH {line}\n" in script
+
+
+def test_a_one_job_sweep_on_submitits_local_executor_gets_its_summary_row(tmp_path):
+    sweep = tmp_path / "submitit"
+    result = run_multirun(sweep, "hydra/launcher=submitit_local", "logger=csv")
+    assert result.returncode == 0, result.stderr[-5000:]
+    with open(sweep / "summary.csv") as stream:
+        (row,) = list(csv.DictReader(stream))
+    assert (row["job"], row["status"], row["epochs"]) == ("0", "ok", "1")
+    assert (
+        float(row["optimized_value"])
+        == json.loads((sweep / "0" / RESULT_FILE).read_text())["value"]
+    )
+    (job_log,) = (sweep / ".submitit").glob("*/*_0_log.out")
+    assert "sweep summary" in job_log.read_text()  # rebuilt at the job's end, in the job's process
