@@ -188,3 +188,33 @@ def test_with_wandb_the_table_is_logged_once_in_the_sweeps_group(tmp_path):
     (job_run,) = (sweep / "0" / "wandb").glob("offline-run-*")  # the job's own run, same group
     job_data = next(job_run.glob("run-*.wandb")).read_bytes()
     assert f"train-{sweep.name}".encode() in job_data and job_type not in job_data
+
+
+def test_the_callback_records_a_job_that_failed_outside_train(fake_sweep):
+    """Hydra's on_job_end with a failed JobReturn and no result.json (the job died before train()
+    could write one): the job gets a failed result.json and the summary is rebuilt, live."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from diffusion_lab.sweeps.callback import SweepSummary
+
+    job = make_job(fake_sweep, "5", ["model.n_feat=48"])
+    hydra = {"mode": RunMode.MULTIRUN, "sweep": {"dir": str(fake_sweep)}}
+    hydra["runtime"] = {"output_dir": str(job)}
+    config = OmegaConf.create({"hydra": hydra})
+    failed = JobReturn(overrides=["model.n_feat=48"], status=JobStatus.FAILED)
+    failed.return_value = KeyError("no such key\nin the config")
+    SweepSummary().on_job_end(config, failed)
+    result = json.loads((job / "result.json").read_text())
+    assert (
+        result["status"] == "failed"
+        and result["error"] == "KeyError: 'no such key\\nin the config'"
+    )
+    with open(fake_sweep / "summary.csv") as stream:
+        statuses = [row["status"] for row in csv.DictReader(stream)]
+    assert statuses == ["ok", "ok", "failed", "interrupted", "running", "failed"]
+    run_config = OmegaConf.create({"hydra": {**hydra, "mode": RunMode.RUN}})
+    (fake_sweep / "summary.csv").unlink()
+    SweepSummary().on_job_end(run_config, failed)  # a single run (or a DDP rank's relaunch)
+    assert not (fake_sweep / "summary.csv").exists()
