@@ -188,6 +188,14 @@ def test_with_wandb_the_table_is_logged_once_in_the_sweeps_group(tmp_path):
     (job_run,) = (sweep / "0" / "wandb").glob("offline-run-*")  # the job's own run, same group
     job_data = next(job_run.glob("run-*.wandb")).read_bytes()
     assert f"train-{sweep.name}".encode() in job_data and job_type not in job_data
+    shutil.rmtree(sweep / "wandb")  # diffusion-summary --wandb logs it again, to the same group
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    command = [sys.executable, "-m", "diffusion_lab.summary", str(sweep), "--wandb"]
+    rebuilt = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    (summary_run,) = (sweep / "wandb").glob("offline-run-*")
+    data = next(summary_run.glob("run-*.wandb")).read_bytes()
+    assert f"train-{sweep.name}".encode() in data and job_type in data
 
 
 def test_the_callback_records_a_job_that_failed_outside_train(fake_sweep):

@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         multirun = sweep / "multirun.yaml"
         config = OmegaConf.load(multirun) if multirun.is_file() else None
-        settings = wandb_settings(config) if config is not None else None
+        settings = wandb_settings(config, sweep) if config is not None else None
         if settings is None:
             settings = {"project": "diffusion-lab", "entity": None, "offline": None}
             settings["group"] = sweep_group("train", sweep)

@@ -61,7 +61,7 @@ class SweepSummary(Callback):
         if rows and self.wandb:
             from diffusion_lab.sweeps.wandb_summary import log_summary, wandb_settings
 
-            settings = wandb_settings(config)
+            settings = wandb_settings(config, sweep)
             if settings is not None:
                 try:
                     log_summary(sweep, rows, **settings)

@@ -18,7 +18,7 @@ def sweep_group(job_name: str, sweep_dir: str | Path) -> str:
     return f"{job_name}-{Path(sweep_dir).name}"
 
 
-def wandb_settings(config: DictConfig) -> dict[str, Any] | None:
+def wandb_settings(config: DictConfig, sweep_dir: str | Path) -> dict[str, Any] | None:
     """project, entity, group and offline of the sweep's W&B logger, or None without one."""
     for logger_cfg in (OmegaConf.select(config, "logger") or {}).values():
         if str(logger_cfg.get("_target_", "")).endswith("make_wandb_logger"):
