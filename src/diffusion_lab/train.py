@@ -8,7 +8,6 @@ diffusion-train -m scheduler=linear,cosine sampler.steps=10,50
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import hydra
 import lightning as L
@@ -21,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab import CONFIG_DIR
 from diffusion_lab.lit_module import DiffusionModule
+from diffusion_lab.sweeps import optimized_value, recording_result
+from diffusion_lab.sweeps.wandb_summary import sweep_group
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def _run_identity() -> tuple[str, str | None]:
     name = hydra_cfg.job.override_dirname or "default"
     group = None
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        group = f"{hydra_cfg.job.name}-{Path(hydra_cfg.sweep.dir).name}"
+        group = sweep_group(hydra_cfg.job.name, hydra_cfg.sweep.dir)
     return name, group
 
 
@@ -78,7 +79,16 @@ def build_module(cfg: DictConfig) -> DiffusionModule:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit on the composed config; returns the final metrics (callback_metrics as floats)."""
+    """Fit on the composed config; returns the final metrics (callback_metrics as floats) and writes
+    them, with the optimised metric, to ``<run dir>/result.json`` (status failed on an error)."""
+    with recording_result(cfg) as result:
+        metrics = result.finish(fit(cfg))
+    log.info("final metrics: %s", metrics)
+    return metrics
+
+
+def fit(cfg: DictConfig) -> L.Trainer:
+    """Instantiate data, module, loggers, callbacks and trainer from ``cfg``; fit; return the trainer."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
@@ -102,15 +112,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
             import wandb  # only when W&B is in use: it is slow to import
 
             wandb.finish()  # each job its own run, also inside a multirun
-    metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
-    log.info("final metrics: %s", metrics)
-    return metrics
+    return trainer
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    return metrics.get("val/loss")  # what a Hydra sweeper (e.g. Optuna) would minimise
+def main(cfg: DictConfig) -> float:
+    """Train; return ``optimized_metric``'s final value to Hydra's sweepers (Optuna, ...)."""
+    return optimized_value(train(cfg), cfg.optimized_metric)
 
 
 if __name__ == "__main__":
