@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab import CONFIG_DIR
+from diffusion_lab.checkpoints import check_checkpoint, resolve_checkpoint
 from diffusion_lab.lit_module import DiffusionModule
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,19 @@ def build_module(cfg: DictConfig) -> DiffusionModule:
     )
 
 
+def checkpoint_to_fit_from(cfg: DictConfig) -> Path | None:
+    """``ckpt_path`` (a .ckpt, a run folder: its last.ckpt, ``last`` or ``best``: the newest
+    run's), checked to be a checkpoint of this project; None to start afresh."""
+    if cfg.get("ckpt_path") is None:
+        return None
+    checkpoint = resolve_checkpoint(cfg.ckpt_path, prefer="last")
+    check_checkpoint(checkpoint)
+    return checkpoint
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit on the composed config; returns the final metrics (callback_metrics as floats)."""
+    checkpoint = checkpoint_to_fit_from(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
@@ -96,7 +108,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for logger in loggers:
         logger.log_hyperparams({"config": resolved})
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
     finally:
         if any(isinstance(logger, WandbLogger) for logger in loggers):
             import wandb  # only when W&B is in use: it is slow to import
