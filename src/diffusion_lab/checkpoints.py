@@ -14,11 +14,15 @@ diffusion-sample, diffusion-eval). A checkpoint is named by
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 
 from diffusion_lab.lit_module import CHECKPOINT_KEY, DiffusionModule
+from diffusion_lab.visualize import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +127,23 @@ def load_module(path: Path, device: torch.device) -> DiffusionModule:
     check_checkpoint(path)
     module = DiffusionModule.load_from_checkpoint(path, map_location=device, weights_only=True)
     return module.eval().requires_grad_(False)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO, but every file appears whole or not at all.
+
+    The checkpoint is written to a temporary file beside the target, flushed to disk (fsync) and
+    moved into place with ``os.replace`` (atomic on POSIX and Windows). A kill or an error during
+    the save leaves the previous checkpoint of that name intact; the temporary file is removed
+    when the save fails with an exception (after SIGKILL a ``.<name>-*`` file may remain).
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        with atomic_write(path) as stream:
+            torch.save(checkpoint, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
