@@ -96,8 +96,8 @@ def check_checkpoint(path: Path) -> None:
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
-            f"{str(path)!r} is not a diffusion-lab checkpoint (or it is cut short): torch.load "
-            f"failed ({reason}); give a .ckpt written by diffusion-train"
+            f"{str(path)!r} is not a diffusion-lab checkpoint: torch.load failed ({reason}); the "
+            "file is cut short or not a checkpoint; give a .ckpt written by diffusion-train"
         ) from None
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
         raise ValueError(

@@ -8,11 +8,13 @@ diffusion-train -m scheduler=linear,cosine sampler.steps=10,50
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
@@ -36,6 +38,20 @@ def _run_identity() -> tuple[str, str | None]:
     if hydra_cfg.mode == RunMode.MULTIRUN:
         group = f"{hydra_cfg.job.name}-{Path(hydra_cfg.sweep.dir).name}"
     return name, group
+
+
+def instantiate_plainly(config: DictConfig, **kwargs):
+    """Hydra's instantiate, but a target's own error (a ValueError naming the value) is raised as
+    it is, not inside Hydra's three-line InstantiationException."""
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, (ValueError, TypeError, FileNotFoundError)):
+            raise cause from None
+        raise
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
@@ -78,6 +94,29 @@ def build_module(cfg: DictConfig) -> DiffusionModule:
     )
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """Numbers that would fail late (after the run folder filled) or train nothing, checked first:
+    the learning rate, the epoch count, the grids' guidance weight. (data.* is checked by the
+    datamodule, which is built before anything is written too.)"""
+    lr = OmegaConf.select(cfg, "module.optimizer.lr")
+    if lr is not None and not (_is_number(lr) and lr > 0):
+        raise ValueError(f"module.optimizer.lr must be a finite number > 0, got {lr!r}")
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+    valid_epochs = isinstance(epochs, int) and not isinstance(epochs, bool)
+    if epochs is not None and not (valid_epochs and (epochs >= 1 or epochs == -1)):
+        raise ValueError(
+            f"trainer.max_epochs must be an integer >= 1 (or -1: no limit, with trainer.max_steps),"
+            f" got {epochs!r}"
+        )
+    guidance = cfg.get("guidance_scale", 0.0)
+    if not (_is_number(guidance) and guidance >= 0):
+        raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance!r}")
+
+
 def checkpoint_to_fit_from(cfg: DictConfig) -> Path | None:
     """``ckpt_path`` (a .ckpt, a run folder: its last.ckpt, ``last`` or ``best``: the newest
     run's), checked to be a checkpoint of this project; None to start afresh."""
@@ -90,10 +129,11 @@ def checkpoint_to_fit_from(cfg: DictConfig) -> Path | None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit on the composed config; returns the final metrics (callback_metrics as floats)."""
+    check_numbers(cfg)
     checkpoint = checkpoint_to_fit_from(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate_plainly(cfg.data)
     module = build_module(cfg)
     # load and check the data now, so that a missing file or a shape mismatch stops the run before
     # any logger (a W&B run) or callback writes into the run folder; fit's own setup reuses it
