@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
+from omegaconf import OmegaConf
 
 from diffusion_lab.lit_module import CHECKPOINT_KEY, DiffusionModule
 from diffusion_lab.visualize import atomic_write
@@ -84,6 +85,31 @@ def resolve_checkpoint(
             f"(found {len(list(folder.glob(BEST_PATTERN)))}) and for {folder / LAST_FILE}"
         )
     return checkpoint
+
+
+def resume_run_dir(resume: str | None, fresh: str) -> str:
+    """``hydra.run.dir`` (the ``resume_run_dir`` resolver): the folder ``resume`` names (a run
+    folder, or ``last``: the newest run with a last.ckpt), else ``fresh``. A name that is no
+    folder also gives ``fresh``: diffusion-train then says what is wrong, in that new folder."""
+    if resume is None:
+        return fresh
+    if str(resume) == "last":
+        try:
+            return str(newest_run_checkpoint("last").parent.parent)
+        except FileNotFoundError:
+            return fresh
+    path = Path(str(resume)).expanduser()
+    return str(path) if path.is_dir() else fresh
+
+
+def resume_output_subdir(resume: str | None, stamp: str) -> str:
+    """``hydra.output_subdir``: ``.hydra``; when resuming ``.hydra/resume-<stamp>``, so that the
+    run's own composed config and overrides stay as they were."""
+    return ".hydra" if resume is None else f".hydra/resume-{stamp}"
+
+
+OmegaConf.register_new_resolver("resume_run_dir", resume_run_dir, replace=True)
+OmegaConf.register_new_resolver("resume_output_subdir", resume_output_subdir, replace=True)
 
 
 def check_checkpoint(path: Path) -> None:

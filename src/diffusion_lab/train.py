@@ -22,8 +22,9 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab import CONFIG_DIR
-from diffusion_lab.checkpoints import check_checkpoint, resolve_checkpoint
 from diffusion_lab.lit_module import DiffusionModule
+from diffusion_lab.loggers import wandb_run_id
+from diffusion_lab.resume import checkpoint_to_fit_from, resumed_config
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
         extra = {}
         if logger_cfg._target_.endswith("make_wandb_logger"):
             extra = {"name": logger_cfg.name or name, "group": logger_cfg.group or group}
+            if HydraConfig.initialized() and not logger_cfg.get("id"):
+                # one W&B run per run folder: a resumed run logs into the same one
+                run_dir = Path(HydraConfig.get().runtime.output_dir)
+                extra.update(id=wandb_run_id(run_dir), resume="allow")
         loggers.append(instantiate(logger_cfg, **extra))
     return loggers
 
@@ -117,18 +122,9 @@ def check_numbers(cfg: DictConfig) -> None:
         raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance!r}")
 
 
-def checkpoint_to_fit_from(cfg: DictConfig) -> Path | None:
-    """``ckpt_path`` (a .ckpt, a run folder: its last.ckpt, ``last`` or ``best``: the newest
-    run's), checked to be a checkpoint of this project; None to start afresh."""
-    if cfg.get("ckpt_path") is None:
-        return None
-    checkpoint = resolve_checkpoint(cfg.ckpt_path, prefer="last")
-    check_checkpoint(checkpoint)
-    return checkpoint
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit on the composed config; returns the final metrics (callback_metrics as floats)."""
+    cfg = resumed_config(cfg)  # resume=<run folder>: that run's config, this command's on top
     check_numbers(cfg)
     checkpoint = checkpoint_to_fit_from(cfg)
     if cfg.get("seed") is not None:

@@ -2,7 +2,9 @@
 
 The signal handler only records the signal; the work happens at the next safe point:
 
-- after the current training or validation batch (``on_*_batch_end``), or
+- after the current training batch (``on_train_batch_end``; after an epoch's last batch, the
+  next safe point is the grid's first step or the next epoch's first batch, so a signal during
+  validation is honoured right after it), or
 - at the next step of a sampling chain (a grid or the GIF: ``check_stop`` is the samplers'
   ``on_step`` hook and raises ``Preempted``; the checkpoint is then saved in ``on_exception``).
 
@@ -148,13 +150,24 @@ class Preemption(L.Callback):
             return bool(trainer.strategy.reduce_boolean_decision(stop_requested(), all=False))
         return stop_requested()
 
-    def on_train_batch_end(self, trainer: L.Trainer, *_: Any) -> None:
-        if self._agreed(trainer):
-            self._save_and_stop(trainer)
-
-    def on_validation_batch_end(self, trainer: L.Trainer, *_: Any) -> None:
-        if not trainer.sanity_checking and self._agreed(trainer):
-            self._save_and_stop(trainer)
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, index: int
+    ) -> None:
+        # not after an epoch's last batch: Lightning would resume from there as from the epoch's
+        # end (no validation, grid or LR step); the next safe point is at most a validation away
+        if index + 1 >= trainer.num_training_batches or not self._agreed(trainer):
+            return
+        # finish the batch as the loop would after the callbacks (the module's hook: the EMA
+        # update; the step's logged values), so the checkpoint holds the state after this batch
+        pl_module.on_train_batch_end(outputs, batch, index)
+        trainer._logger_connector.on_batch_end()
+        trainer._logger_connector.update_train_step_metrics()
+        signum = int(_received.get("signum", signal.SIGTERM))  # another rank's signal under DDP
+        trainer.save_checkpoint(self.checkpoint_path)
+        self._saved = True
+        if trainer.is_global_zero:
+            self._mark(trainer, signum, "stopped after a training batch")
+        raise Preempted(signum, "stopped after a training batch")
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -162,20 +175,30 @@ class Preemption(L.Callback):
         # a sampling chain (grid, GIF) stopped by check_stop on rank 0: the other ranks may be
         # waiting in a collective, so write the file directly, without the trainer's barrier
         if isinstance(exception, Preempted) and not self._saved and trainer.is_global_zero:
-            checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-            trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, self.checkpoint_path)
+            self._save_inside_epoch_end(trainer)
             self._saved = True
             self._mark(trainer, exception.signum, str(exception))
         self._stop_listening()
 
-    def _save_and_stop(self, trainer: L.Trainer) -> None:
-        signum = int(_received.get("signum", signal.SIGTERM))  # another rank's signal under DDP
-        trainer.save_checkpoint(self.checkpoint_path)
-        self._saved = True
-        message = f"stopped after a {'validation' if trainer.validating else 'training'} batch"
-        if trainer.is_global_zero:
-            self._mark(trainer, signum, message)
-        raise Preempted(signum, message)
+    def _save_inside_epoch_end(self, trainer: L.Trainer) -> None:
+        """Inside ``on_train_epoch_end`` (a grid) the checkpoint is written as of just before
+        it (the epoch not yet marked processed), so that the resumed run draws the grid, steps
+        the LR schedule and logs the epoch's values as the uninterrupted one does."""
+        progress, epoch_loop = trainer.fit_loop.epoch_progress, trainer.fit_loop.epoch_loop
+        # as of the end of the epoch's validation, where Lightning's own epoch-end checkpoints
+        # are taken: the epoch not processed, its last batch not yet counted as stepped (the
+        # restore adds it, see _TrainingEpochLoop.reset)
+        shift = int(progress.total.processed == progress.total.completed + 1)
+        progress.total.processed -= shift
+        progress.current.processed -= shift
+        epoch_loop._batches_that_stepped -= shift
+        try:
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        finally:
+            progress.total.processed += shift
+            progress.current.processed += shift
+            epoch_loop._batches_that_stepped += shift
+        trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, self.checkpoint_path)
 
     def _mark(self, trainer: L.Trainer, signum: int, where: str) -> None:
         """interrupted.json and the log line that says how to go on."""
