@@ -122,6 +122,12 @@ def test_train_from_a_bad_checkpoint_stops_before_any_file(tmp_path, cut_checkpo
     assert list((tmp_path / "run").iterdir()) == []
 
 
+def test_resume_of_a_folder_that_is_not_a_run_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"resume=/nowhere: no run folder with .*accepted"):
+        train_in_process(tmp_path, "resume=/nowhere")
+    assert list((tmp_path / "run").iterdir()) == []
+
+
 def test_a_run_folder_without_checkpoint_is_named(tmp_path):
     (tmp_path / "failed_run" / ".hydra").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=r"no checkpoint in the run folder .*failed_run"):

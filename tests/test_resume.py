@@ -16,6 +16,8 @@ import torch
 from test_preemption import WATCHED, csv_rows, interrupt, start_train, steps_logged, wait_until
 from test_train import run_train
 
+from diffusion_lab.resume import merge_overrides
+
 # T = 300 makes each DDPM grid take a few seconds (a grid to interrupt); 12 short steps per epoch
 EXACT = [
     *WATCHED,
@@ -96,3 +98,37 @@ def test_sigterm_during_the_grid_then_resume_equals_the_uninterrupted_run(uninte
     resume(run_dir)
     assert (run_dir / "samples" / "epoch_000.png").is_file()
     assert_same_training_state(run_dir, uninterrupted)
+
+
+def test_resume_last_continues_the_newest_run_in_place_with_its_wandb_run(tmp_path):
+    """resume=last from the working directory; a further override (more epochs) applies on top;
+    the W&B run id stays; Hydra's record of the original command stays as it was."""
+    run_dir = tmp_path / "outputs" / "train" / "runs" / "2026-01-01_00-00-00-000000"
+    quick = [
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+    ]
+    run_train(run_dir, *quick, "callbacks.samples.animate=false")
+    run_id = (run_dir / "wandb_run_id").read_text().strip()
+    original = (run_dir / ".hydra" / "overrides.yaml").read_text()
+    result = resume(run_dir, "trainer.max_epochs=2")
+    assert "resuming the run in" in result.stdout + result.stderr
+    assert (run_dir / "wandb_run_id").read_text().strip() == run_id
+    assert len(list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))) == 2
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text() == original
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert (checkpoint["epoch"], checkpoint["global_step"]) == (1, 4)
+    assert (run_dir / "samples" / "epoch_001.png").is_file()
+    assert not list(tmp_path.glob("outputs/train/runs/2026-0[2-9]*"))  # no other run folder
+
+
+def test_merge_overrides_puts_the_new_ones_on_top():
+    original = ["data=sprites", "+trainer.limit_train_batches=5", "ckpt_path=/x.ckpt", "seed=1"]
+    current = ["resume=/run", "trainer.limit_train_batches=7", "seed=2"]
+    assert merge_overrides(original, current) == [
+        "data=sprites",
+        "resume=/run",
+        "+trainer.limit_train_batches=7",
+        "seed=2",
+    ]
