@@ -7,9 +7,11 @@ import os
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 from test_train import run_train
 
+from diffusion_lab.callbacks import NonFiniteGuard, NonFiniteLossError
 from diffusion_lab.checkpoints import load_module
 
 TESTS_DIR = Path(__file__).parent
@@ -51,3 +53,40 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_checkpoint(tmp_path, monk
     for name, tensor in module.state_dict().items():
         assert torch.isfinite(tensor).all(), name
     assert not (run_dir / "samples" / "epoch_001.png").exists()
+
+
+class NaNGradient(L.LightningModule):
+    """A finite loss whose gradient turns NaN from step ``bad_step`` on."""
+
+    def __init__(self, bad_step: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(3))
+        self.bad_step = bad_step
+        self.weight.register_hook(
+            lambda grad: grad * float("nan") if self.global_step >= self.bad_step else grad
+        )
+
+    def training_step(self, batch, batch_idx):
+        return (self.weight * batch[0]).sum()
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(8, 3)))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_nan_gradient_with_a_finite_loss_stops_before_the_step(tmp_path):
+    module = NaNGradient(bad_step=3)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[NonFiniteGuard()],
+        default_root_dir=tmp_path,
+    )
+    with pytest.raises(NonFiniteLossError, match="non-finite gradient .* at step 3 .*none"):
+        trainer.fit(module)
+    assert torch.allclose(module.weight, torch.full((3,), 1 - 3 * 0.1))  # 3 steps, not 4

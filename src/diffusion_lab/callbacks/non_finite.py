@@ -6,6 +6,8 @@ so the bad step changes nothing: no optimizer step, no EMA update (the EMA follo
 checkpoint written before it, which stays intact and loadable.
 
 Cost: one device-to-host sync per checked step (a single flag over the loss and all gradients).
+With fp16 mixed precision (a grad scaler) only the loss is checked: the scaler skips steps whose
+gradients overflow, by design.
 """
 
 from __future__ import annotations
@@ -70,7 +72,11 @@ class NonFiniteGuard(L.Callback):
         loss, self._loss = self._loss, None
         if trainer.global_step % self.every_n_steps:
             return
-        if bool(_all_finite(loss, list(pl_module.parameters()))):
+        # under fp16 mixed precision the grad scaler skips overflowing steps itself (and lowers
+        # its scale): inf gradients are expected there, only the loss is checked
+        scaled = getattr(trainer.precision_plugin, "scaler", None) is not None
+        parameters = [] if scaled else list(pl_module.parameters())
+        if bool(_all_finite(loss, parameters)):
             return
         what = "loss" if loss is not None and not torch.isfinite(loss).all() else "gradient"
         message = (
