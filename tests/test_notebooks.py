@@ -210,7 +210,7 @@ def test_compare_runs_reads_every_job_of_the_sweep(sweep, kernel_specs, tmp_path
     for job in ("0", "1"):
         # the checkpoint callback wrote the same final val/loss into the best checkpoint's name
         (best,) = (sweep / job / "checkpoints").glob("best-*.ckpt")
-        val_loss = float(re.search(r"val_loss=([0-9.]+)\.ckpt$", best.name).group(1))
+        val_loss = float(re.search(r"val_loss=?([0-9.]+)\.ckpt$", best.name).group(1))
         final = result["final"][job]
         assert final["val/loss"] == pytest.approx(val_loss, abs=1e-4)
         assert final["best val/loss"] == final["val/loss"] and final["epochs"] == 1

@@ -160,7 +160,7 @@ def test_run_folder_all_classes_with_ddpm(trained_run, tmp_path):
     check_ok(result)
     # one network call per timestep: NFE = T; the run folder's best checkpoint
     assert "DDPMSampler(T=20, variance='beta') on cpu: 20 NFE" in result.stdout
-    assert f"from {trained_run / 'checkpoints'}/best-epoch=000-" in result.stdout
+    assert f"from {trained_run / 'checkpoints'}/best-epoch000-val_loss" in result.stdout
     arrays = load_arrays(run_dir)
     assert arrays["images"].shape == (20, 16, 16, 1)
     assert arrays["labels"].tolist() == [name for name in DIGITS for _ in range(2)]

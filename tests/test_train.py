@@ -31,7 +31,9 @@ TINY = [
 ]
 
 
-def run_train(run_dir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+def run_train(
+    run_dir: Path, *overrides: str, check: bool = True, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """The real console entry point in a subprocess, writing into run_dir."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     command = [
@@ -42,7 +44,7 @@ def run_train(run_dir: Path, *overrides: str, check: bool = True) -> subprocess.
         *TINY,
         *overrides,
     ]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
     if check and result.returncode != 0:
         raise AssertionError(
             f"diffusion-train failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
@@ -158,7 +160,7 @@ def test_one_epoch_on_digits_writes_grids_gif_and_checkpoints(trained_run):
     assert (trained_run / "samples" / "epoch_000.png").is_file()
     assert (trained_run / "samples" / "denoising.gif").is_file()
     assert (trained_run / "checkpoints" / "last.ckpt").is_file()
-    best = list((trained_run / "checkpoints").glob("best-epoch=000-*.ckpt"))
+    best = list((trained_run / "checkpoints").glob("best-epoch000-val_loss*.ckpt"))
     assert len(best) == 1
     checkpoint = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["hyper_parameters"]["class_names"] == [str(i) for i in range(10)]

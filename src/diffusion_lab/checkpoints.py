@@ -1,40 +1,115 @@
-"""Checkpoints of this project: find one (a file or a run folder), check it, load it on a device.
+"""Checkpoints of this project: find one, check it, load it on a device.
 
-Shared by the entry points that start from a trained model (diffusion-sample, diffusion-eval).
+Shared by every entry point that takes a checkpoint (diffusion-train ``ckpt_path``/``resume``,
+diffusion-sample, diffusion-eval). A checkpoint is named by
+
+- a ``.ckpt`` file (names without ``=``, e.g. ``best-epoch016-val_loss0.0497.ckpt``, parse as a
+  Hydra override unquoted; older names with ``=`` load too, quoted: ``'ckpt_path="<path>"'``),
+- a training run folder: its one ``checkpoints/best-*.ckpt``, else ``checkpoints/last.ckpt``
+  (``prefer="last"``: the other way round, as resuming wants),
+- ``last`` or ``best``: that checkpoint of the newest run under ``outputs/train/runs``
+  (relative to the working directory) that has one; the log names the run it picked.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from omegaconf import OmegaConf
 
 from diffusion_lab.lit_module import CHECKPOINT_KEY, DiffusionModule
+from diffusion_lab.visualize import atomic_write
+
+log = logging.getLogger(__name__)
 
 DEVICE_TYPES = ("cpu", "cuda")
+KEYWORDS = ("last", "best")
+TRAIN_RUNS_DIR = Path("outputs/train/runs")  # conf/hydra/default.yaml's run.dir for task train
+LAST_FILE = "last.ckpt"
+BEST_PATTERN = "best-*.ckpt"
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file as given, or in a run folder its one ``checkpoints/best-*.ckpt``, else
-    ``checkpoints/last.ckpt``."""
+def _in_run_folder(run: Path, prefer: str) -> Path | None:
+    """The run folder's checkpoint of kind ``prefer`` ("best" or "last"), else the other; None
+    if it has neither (or several best-*.ckpt and no last.ckpt)."""
+    folder = run / "checkpoints"
+    best = sorted(folder.glob(BEST_PATTERN))
+    last = folder / LAST_FILE
+    found = {"best": best[0] if len(best) == 1 else None, "last": last if last.is_file() else None}
+    other = "last" if prefer == "best" else "best"
+    return found[prefer] or found[other]
+
+
+def newest_run_checkpoint(kind: str, runs_dir: Path = TRAIN_RUNS_DIR) -> Path:
+    """``last``/``best``: that checkpoint of the most recently written run under ``runs_dir``."""
+    pattern = LAST_FILE if kind == "last" else BEST_PATTERN
+    candidates = sorted(runs_dir.glob(f"*/checkpoints/{pattern}"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise FileNotFoundError(
+            f"ckpt_path={kind}: no run under {str(runs_dir.resolve())!r} has a "
+            f"checkpoints/{pattern}; train one first (diffusion-train) or give a .ckpt file or "
+            "a run folder"
+        )
+    log.info("ckpt_path=%s: picked %s (the newest run's)", kind, candidates[-1])
+    return candidates[-1]
+
+
+def resolve_checkpoint(
+    path: str | Path, prefer: str = "best", runs_dir: Path = TRAIN_RUNS_DIR
+) -> Path:
+    """The checkpoint file that ``path`` names: a file as given; in a run folder its checkpoint
+    of kind ``prefer`` (``best`` or ``last``), else the other; ``last``/``best``: the newest
+    run's. Raises FileNotFoundError naming what was looked for."""
+    if prefer not in KEYWORDS:
+        raise ValueError(f"prefer must be one of {KEYWORDS}, got {prefer!r}")
+    if str(path) in KEYWORDS and not Path(path).exists():
+        return newest_run_checkpoint(str(path), runs_dir)
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(
-            f"ckpt_path {str(path)!r} does not exist; give a .ckpt file or a training run folder"
+            f"ckpt_path {str(path)!r} does not exist; accepted: a .ckpt file, a training run "
+            "folder, last or best (the newest run's)"
         )
     if path.is_file():
         return path
-    folder = path / "checkpoints"
-    best = sorted(folder.glob("best-*.ckpt"))
-    if len(best) == 1:
-        return best[0]
-    last = folder / "last.ckpt"
-    if last.is_file():
-        return last
-    raise FileNotFoundError(
-        f"no checkpoint in the run folder {str(path)!r}: looked for one {folder}/best-*.ckpt "
-        f"(found {len(best)}) and for {last}"
-    )
+    checkpoint = _in_run_folder(path, prefer)
+    if checkpoint is None:
+        folder = path / "checkpoints"
+        raise FileNotFoundError(
+            f"no checkpoint in the run folder {str(path)!r}: looked for one {folder}/{BEST_PATTERN} "
+            f"(found {len(list(folder.glob(BEST_PATTERN)))}) and for {folder / LAST_FILE}"
+        )
+    return checkpoint
+
+
+def resume_run_dir(resume: str | None, fresh: str) -> str:
+    """``hydra.run.dir`` (the ``resume_run_dir`` resolver): the folder ``resume`` names (a run
+    folder, or ``last``: the newest run with a last.ckpt), else ``fresh``. A name that is no
+    folder also gives ``fresh``: diffusion-train then says what is wrong, in that new folder."""
+    if resume is None:
+        return fresh
+    if str(resume) == "last":
+        try:
+            return str(newest_run_checkpoint("last").parent.parent)
+        except FileNotFoundError:
+            return fresh
+    path = Path(str(resume)).expanduser()
+    return str(path) if path.is_dir() else fresh
+
+
+def resume_output_subdir(resume: str | None, stamp: str) -> str:
+    """``hydra.output_subdir``: ``.hydra``; when resuming ``.hydra/resume-<stamp>``, so that the
+    run's own composed config and overrides stay as they were."""
+    return ".hydra" if resume is None else f".hydra/resume-{stamp}"
+
+
+OmegaConf.register_new_resolver("resume_run_dir", resume_run_dir, replace=True)
+OmegaConf.register_new_resolver("resume_output_subdir", resume_output_subdir, replace=True)
 
 
 def check_checkpoint(path: Path) -> None:
@@ -45,9 +120,11 @@ def check_checkpoint(path: Path) -> None:
     try:
         checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
-            f"{str(path)!r} is not a diffusion-lab checkpoint: torch.load failed ({error})"
-        ) from error
+            f"{str(path)!r} is not a diffusion-lab checkpoint: torch.load failed ({reason}); the "
+            "file is cut short or not a checkpoint; give a .ckpt written by diffusion-train"
+        ) from None
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
         raise ValueError(
             f"{str(path)!r} is not a diffusion-lab checkpoint: it has no {CHECKPOINT_KEY!r} entry "
@@ -76,3 +153,23 @@ def load_module(path: Path, device: torch.device) -> DiffusionModule:
     check_checkpoint(path)
     module = DiffusionModule.load_from_checkpoint(path, map_location=device, weights_only=True)
     return module.eval().requires_grad_(False)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO, but every file appears whole or not at all.
+
+    The checkpoint is written to a temporary file beside the target, flushed to disk (fsync) and
+    moved into place with ``os.replace`` (atomic on POSIX and Windows). A kill or an error during
+    the save leaves the previous checkpoint of that name intact; the temporary file is removed
+    when the save fails with an exception (after SIGKILL a ``.<name>-*`` file may remain).
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        with atomic_write(path) as stream:
+            torch.save(checkpoint, stream)
+            stream.flush()
+            os.fsync(stream.fileno())

@@ -1,15 +1,22 @@
-"""Weights & Biases that never blocks: offline unless credentials exist (or WANDB_MODE says)."""
+"""Loggers: Weights & Biases that never blocks (offline unless credentials exist, or WANDB_MODE
+says), one W&B run id per run folder, and a CSV logger that a resumed run continues."""
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
+import secrets
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 DEFAULT_WANDB_HOST = "https://api.wandb.ai"
+WANDB_ID_FILE = "wandb_run_id"
 
 
 def wandb_credentials_found() -> bool:
@@ -41,3 +48,38 @@ def make_wandb_logger(offline: bool | None = None, **kwargs: Any) -> WandbLogger
     Offline runs land in ``<save_dir>/wandb/offline-run-*``; upload them with ``wandb sync``.
     """
     return WandbLogger(offline=wandb_offline(offline), **kwargs)
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The W&B run id of a run folder: read from ``<run_dir>/wandb_run_id``, else a new one (8
+    characters, as W&B makes them) written there, so a resumed run logs into the same W&B run."""
+    path = Path(run_dir) / WANDB_ID_FILE
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = secrets.token_hex(4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id + "\n")
+    return run_id
+
+
+class _ContinuingWriter(ExperimentWriter):
+    """Lightning's CSV writer, but an existing metrics.csv is continued (its columns kept, rows
+    appended) instead of deleted."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as stream:
+                self.metrics_keys = sorted(csv.DictReader(stream).fieldnames or [])
+
+
+class ContinuingCSVLogger(CSVLogger):
+    """Lightning's CSVLogger that appends to the run folder's metrics.csv: a run resumed with
+    ``resume=<run folder>`` continues its loss curve in the same file."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment

@@ -8,10 +8,13 @@ diffusion-train -m scheduler=linear,cosine sampler.steps=10,50
 from __future__ import annotations
 
 import logging
+import math
+from pathlib import Path
 
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
@@ -20,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab import CONFIG_DIR
 from diffusion_lab.lit_module import DiffusionModule
+from diffusion_lab.loggers import wandb_run_id
+from diffusion_lab.resume import checkpoint_to_fit_from, resumed_config
 from diffusion_lab.sweeps import optimized_value, recording_result
 from diffusion_lab.sweeps.wandb_summary import sweep_group
 
@@ -38,6 +43,20 @@ def _run_identity() -> tuple[str, str | None]:
     return name, group
 
 
+def instantiate_plainly(config: DictConfig, **kwargs):
+    """Hydra's instantiate, but a target's own error (a ValueError naming the value) is raised as
+    it is, not inside Hydra's three-line InstantiationException."""
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, (ValueError, TypeError, FileNotFoundError)):
+            raise cause from None
+        raise
+
+
 def build_loggers(cfg: DictConfig) -> list[Logger]:
     name, group = _run_identity()
     loggers = []
@@ -45,6 +64,10 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
         extra = {}
         if logger_cfg._target_.endswith("make_wandb_logger"):
             extra = {"name": logger_cfg.name or name, "group": logger_cfg.group or group}
+            if HydraConfig.initialized() and not logger_cfg.get("id"):
+                # one W&B run per run folder: a resumed run logs into the same one
+                run_dir = Path(HydraConfig.get().runtime.output_dir)
+                extra.update(id=wandb_run_id(run_dir), resume="allow")
         loggers.append(instantiate(logger_cfg, **extra))
     return loggers
 
@@ -78,9 +101,37 @@ def build_module(cfg: DictConfig) -> DiffusionModule:
     )
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """Numbers that would fail late (after the run folder filled) or train nothing, checked first:
+    the learning rate, the epoch count, the grids' guidance weight. (data.* is checked by the
+    datamodule, which is built before anything is written too.)"""
+    lr = OmegaConf.select(cfg, "module.optimizer.lr")
+    if lr is not None and not (_is_number(lr) and lr > 0):
+        raise ValueError(f"module.optimizer.lr must be a finite number > 0, got {lr!r}")
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+    valid_epochs = isinstance(epochs, int) and not isinstance(epochs, bool)
+    if epochs is not None and not (valid_epochs and (epochs >= 1 or epochs == -1)):
+        raise ValueError(
+            f"trainer.max_epochs must be an integer >= 1 (or -1: no limit, with trainer.max_steps),"
+            f" got {epochs!r}"
+        )
+    guidance = cfg.get("guidance_scale", 0.0)
+    if not (_is_number(guidance) and guidance >= 0):
+        raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance!r}")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit on the composed config; returns the final metrics (callback_metrics as floats) and writes
-    them, with the optimised metric, to ``<run dir>/result.json`` (status failed on an error)."""
+    them, with the optimised metric, to ``<run dir>/result.json`` (status failed on an error).
+
+    ``resume=<run folder>`` continues that run: its config, this command's overrides on top. Numbers
+    that cannot work are refused before anything is written (result.json included)."""
+    cfg = resumed_config(cfg)
+    check_numbers(cfg)
     with recording_result(cfg) as result:
         metrics = result.finish(fit(cfg))
     log.info("final metrics: %s", metrics)
@@ -88,10 +139,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def fit(cfg: DictConfig) -> L.Trainer:
-    """Instantiate data, module, loggers, callbacks and trainer from ``cfg``; fit; return the trainer."""
+    """Instantiate data, module, loggers, callbacks and trainer from ``cfg``; fit (from the checkpoint
+    that ``resume`` or ``ckpt_path`` names, if any); return the trainer."""
+    checkpoint = checkpoint_to_fit_from(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate_plainly(cfg.data)
     module = build_module(cfg)
     # load and check the data now, so that a missing file or a shape mismatch stops the run before
     # any logger (a W&B run) or callback writes into the run folder; fit's own setup reuses it
@@ -106,7 +159,7 @@ def fit(cfg: DictConfig) -> L.Trainer:
     for logger in loggers:
         logger.log_hyperparams({"config": resolved})
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
     finally:
         if any(isinstance(logger, WandbLogger) for logger in loggers):
             import wandb  # only when W&B is in use: it is slow to import

@@ -1,6 +1,19 @@
 """Lightning callbacks of this project: sample grids (DDPM beside DDIM) and what training needs
 around them. One module per callback; import them from here."""
 
+from diffusion_lab.callbacks.non_finite import NonFiniteGuard, NonFiniteLossError
+from diffusion_lab.callbacks.preemption import Preempted, Preemption, check_stop
+from diffusion_lab.callbacks.resume_state import ResumeState
 from diffusion_lab.callbacks.sample_grids import SampleGrids, one_hot_rows, timed_sample
 
-__all__ = ["SampleGrids", "one_hot_rows", "timed_sample"]
+__all__ = [
+    "NonFiniteGuard",
+    "NonFiniteLossError",
+    "Preempted",
+    "Preemption",
+    "ResumeState",
+    "SampleGrids",
+    "check_stop",
+    "one_hot_rows",
+    "timed_sample",
+]

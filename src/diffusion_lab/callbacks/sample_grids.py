@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
+from diffusion_lab.callbacks.preemption import check_stop
 from diffusion_lab.diffusion import DDIMSampler, DDPMSampler, Sampler
 from diffusion_lab.timing import timed
 from diffusion_lab.visualize import labelled_grid, save_gif, save_image, side_by_side
@@ -26,12 +27,25 @@ def one_hot_rows(num_classes: int, per_class: int) -> torch.Tensor:
 
 
 def timed_sample(
-    module, sampler: Sampler, noise: torch.Tensor, contexts: torch.Tensor, guidance_scale: float
+    module,
+    sampler: Sampler,
+    noise: torch.Tensor,
+    contexts: torch.Tensor,
+    guidance_scale: float,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, float]:
-    """(images, wall seconds) for one sampler run on the module's EMA weights."""
+    """(images, wall seconds) for one sampler run on the module's EMA weights; stops between
+    steps once a preemption signal arrived (``check_stop``)."""
     contexts = contexts.to(module.device)
     return timed(
-        lambda: module.sample(contexts, noise, sampler=sampler, guidance_scale=guidance_scale),
+        lambda: module.sample(
+            contexts,
+            noise,
+            sampler=sampler,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            on_step=check_stop,
+        ),
         module.device,
     )
 
@@ -110,8 +124,15 @@ class SampleGrids(L.Callback):
         if not trainer.is_global_zero or not ((epoch + 1) % self.every_n_epochs == 0 or last):
             return
         noise = self.noise.to(pl_module.device)
+        # the sampling noise from its own generator: the grid leaves the training RNG untouched
+        # (an exact resume), and every epoch's grid draws the same noise
         ddpm_images, ddpm_seconds = timed_sample(
-            pl_module, self.ddpm, noise, self.contexts, self.guidance_scale
+            pl_module,
+            self.ddpm,
+            noise,
+            self.contexts,
+            self.guidance_scale,
+            torch.Generator().manual_seed(self.seed),
         )
         ddim_images, ddim_seconds = timed_sample(
             pl_module, self.ddim, noise, self.contexts, self.guidance_scale
@@ -159,7 +180,9 @@ class SampleGrids(L.Callback):
         noise = self.noise[keep].to(pl_module.device)
         contexts = self.contexts[keep].to(pl_module.device)
         with pl_module.sampling_net(use_ema=True) as net:
-            return sampler.trajectory(net, noise, every, contexts, self.guidance_scale)
+            return sampler.trajectory(
+                net, noise, every, contexts, self.guidance_scale, on_step=check_stop
+            )
 
     def animation(self, pl_module) -> list[Image.Image]:
         """GIF frames: DDPM and DDIM denoising the same noise side by side."""

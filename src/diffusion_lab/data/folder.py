@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from diffusion_lab.data.source import ImageSource, LoadedImages, one_hot_contexts
@@ -41,6 +42,7 @@ class ImageFolderSource(ImageSource):
                 f"image folder {str(self.root.resolve())!r} does not exist or is not a folder; "
                 "expected a folder with one subfolder of images per class"
             )
+        _check_class_folders(self.root)
         to_uint8_tensor = v2.Compose(
             [
                 v2.PILToTensor(),
@@ -59,5 +61,32 @@ class ImageFolderSource(ImageSource):
         return LoadedImages(images, one_hot_contexts(labels, len(dataset.classes)), dataset.classes)
 
     def _open(self, path: str) -> Image.Image:
-        with Image.open(path) as image:
-            return image.convert(PIL_MODE_BY_CHANNELS[self.channels])
+        try:
+            with Image.open(path) as image:
+                return image.convert(PIL_MODE_BY_CHANNELS[self.channels])
+        except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for unreadable files
+            raise ValueError(
+                f"{path}: not a readable image ({type(error).__name__}: {error}); every file in a "
+                "class folder must be an image PIL reads"
+            ) from None
+
+
+def _check_class_folders(root: Path) -> None:
+    """Every class subfolder holds at least one image and nothing else (hidden files aside):
+    ImageFolder would skip other files silently, or fail naming no folder for an empty class."""
+    accepted = ", ".join(IMG_EXTENSIONS)
+    empty = []
+    for folder in sorted(path for path in root.iterdir() if path.is_dir()):
+        files = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")]
+        others = [p for p in files if not p.name.lower().endswith(IMG_EXTENSIONS)]
+        if others:
+            raise ValueError(
+                f"{others[0]}: not an image file (suffix {others[0].suffix!r}); a class folder "
+                f"may hold images only: {accepted}"
+            )
+        empty += [] if files else [folder.name]
+    if empty:
+        raise FileNotFoundError(
+            f"image folder {str(root.resolve())!r} holds no images in class subfolders {empty}; "
+            f"every class subfolder needs at least one image ({accepted}), or remove it"
+        )

@@ -51,13 +51,26 @@ class SpritesSource(ImageSource):
                 "there or set data.source.root to the folder that holds them."
             )
         mmap_mode = "r" if self.mmap else None
-        images = np.load(images_path, mmap_mode=mmap_mode, allow_pickle=False)
-        labels = np.load(labels_path, mmap_mode=mmap_mode, allow_pickle=False)
+        images = _load_npy(images_path, mmap_mode)
+        labels = _load_npy(labels_path, mmap_mode)
         _check_images(images, images_path)
         _check_labels(labels, labels_path, num_images=len(images))
         images_nchw = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
         contexts = torch.from_numpy(np.asarray(labels, dtype=np.float32))
         return LoadedImages(images_nchw, contexts, list(SPRITE_CLASS_NAMES))
+
+
+def _load_npy(path: Path, mmap_mode: str | None) -> np.ndarray:
+    """np.load, with a truncated or corrupt file named in one line (numpy's own errors say
+    "mmap length is greater than file size" or "contains pickled (object) data")."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(
+            f"{path}: not a readable .npy array, truncated or corrupt ({reason}); expected the "
+            "course's file as downloaded (np.save format); download it again"
+        ) from None
 
 
 def _check_images(images: np.ndarray, path: Path) -> None:

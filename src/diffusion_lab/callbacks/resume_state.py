@@ -1,0 +1,142 @@
+"""ResumeState: what Lightning's checkpoints leave out, so a resumed run continues bit for bit.
+
+Lightning saves the weights, optimizer, LR schedule, loop progress and (for a stateful loader such
+as ``IndexLoader``) the position inside the epoch. It does not save
+
+- the random number generators: torch's CPU and CUDA generators, numpy's and python's global ones
+  (the timesteps, noise and dropped contexts of every training step come from them), and
+- the running sums behind the epoch-level logged metrics (``train/loss_epoch``): resumed
+  mid-epoch, the epoch mean would cover only the batches after the resume.
+
+This callback puts both into the checkpoint (its ``state_dict``; tensors and plain Python values,
+so a ``weights_only`` load still reads the file) and gives them back when the resumed run starts
+training (``on_train_start``: after the sanity check, before the first batch) and, for the sums,
+once the first resumed batch has logged its metrics. On CPU in deterministic mode a run resumed
+from a mid-epoch checkpoint then ends with the same weights and logged values, bit for bit, as one
+that was never interrupted (tests/test_resume.py).
+
+Under DDP only rank 0's generators are saved; on resume each rank continues from them re-seeded
+with its rank, so the ranks differ (as they must) but the run is not bitwise repeatable.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+# ``_ResultMetric`` (Lightning's accumulator of one logged key) fields that hold the running sums
+_SUMS = ("value", "cumulated_batch_size")
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every global generator's state, as tensors and plain values."""
+    # the legacy global generator is the one seed_everything seeds and third-party code draws from
+    name, key, position, has_gauss, cached_gauss = np.random.get_state(legacy=True)  # noqa: NPY002
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [name, torch.from_numpy(key.astype(np.int64)), position, has_gauss, cached_gauss],
+        "python": random.getstate(),
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Set every global generator to a state from ``capture_rng``."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        if len(state["cuda"]) != torch.cuda.device_count():
+            raise ValueError(
+                f"the checkpoint holds {len(state['cuda'])} CUDA generator states but "
+                f"{torch.cuda.device_count()} devices are visible: resume on the same GPUs"
+            )
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, key, position, has_gauss, cached_gauss = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), position, has_gauss, cached_gauss))  # noqa: NPY002
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def _epoch_sums(trainer: L.Trainer) -> dict[str, dict[str, Any]]:
+    """The running sums of the training epoch's epoch-level logged values, by logged name."""
+    return {
+        metric.meta.forked_name(on_step=False): {
+            "prog_bar": metric.meta.prog_bar,
+            **{name: getattr(metric, name).detach().cpu().clone() for name in _SUMS},
+        }
+        for metric in trainer.fit_loop.epoch_loop._results.values()
+        if metric.meta.on_epoch and metric.meta.is_mean_reduction and metric.is_tensor
+    }
+
+
+class ResumeState(L.Callback):
+    """Save and restore the RNG states and the epoch's running metric sums (module docstring)."""
+
+    def __init__(self) -> None:
+        self._trainer: L.Trainer | None = None
+        self._rng: dict[str, Any] | None = None
+        self._sums: dict[str, Any] = {}
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        trainer = self._trainer
+        sums = {}
+        if trainer is not None and trainer.state.fn == "fit" and not trainer.sanity_checking:
+            sums = {
+                "epoch": trainer.current_epoch,
+                "epoch_done": trainer.fit_loop.epoch_loop.done,  # batches all done: at its end
+                "values": _epoch_sums(trainer),
+            }
+        return {"rng": capture_rng(), "epoch_sums": sums}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._rng = state_dict["rng"]
+        self._sums = dict(state_dict.get("epoch_sums") or {})
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._rng is None:
+            return
+        restore_rng(self._rng)
+        self._rng = None
+        if trainer.world_size > 1:  # each rank its own stream (see the module docstring)
+            torch.manual_seed(int(torch.randint(2**62, (1,))) + trainer.global_rank)
+
+    def _pending(self, trainer: L.Trainer, at_epoch_end: bool) -> dict[str, Any]:
+        """The saved sums, once, if they belong to this point of this epoch."""
+        sums, self._sums = self._sums, {}
+        if sums and sums["epoch"] == trainer.current_epoch and sums["epoch_done"] == at_epoch_end:
+            return sums["values"]
+        return {}
+
+    def on_train_batch_end(self, trainer: L.Trainer, *_: Any) -> None:
+        """Resumed mid-epoch: the epoch's sums so far join those of the first resumed batch (the
+        same additions, in an order that floating point does not see: a + b == b + a)."""
+        if not self._sums:
+            return
+        saved = self._pending(trainer, at_epoch_end=False)
+        for metric in trainer.fit_loop.epoch_loop._results.values():
+            name = metric.meta.forked_name(on_step=False)
+            if name in saved and metric.meta.on_epoch:
+                for field in _SUMS:
+                    state = getattr(metric, field)
+                    setattr(metric, field, saved[name][field].to(state.device, state.dtype) + state)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Resumed at an epoch's end (from its validation or its grid): the epoch's values are
+        logged again from their saved sums, as the uninterrupted run logs them now."""
+        if not self._sums:
+            return
+        for name, saved in self._pending(trainer, at_epoch_end=True).items():
+            count = saved["cumulated_batch_size"]
+            pl_module.log(name, saved["value"] / count, prog_bar=saved["prog_bar"], batch_size=1)
+            (metric,) = [
+                m for m in trainer.fit_loop.epoch_loop._results.values() if m.meta.name == name
+            ]
+            for field in _SUMS:
+                state = getattr(metric, field)
+                setattr(metric, field, saved[field].to(state.device, state.dtype))
