@@ -135,6 +135,9 @@ def test_multirun_stops_after_the_interrupted_job(tmp_path):
     _, record = interrupt(process, sweep / "0")
     assert record["global_step"] >= 5
     assert not (sweep / "1").exists(), "the sweep went on to the next job"
+    # the stopped sweep's summary is written by the stopped job itself, which shows as interrupted
+    summary = (sweep / "summary.csv").read_text().splitlines()
+    assert len(summary) == 2 and ",interrupted," in summary[1], summary
 
 
 def test_check_stop_raises_only_after_a_signal(monkeypatch):

@@ -128,29 +128,42 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit on the composed config; returns the final metrics (callback_metrics as floats) and writes
     them, with the optimised metric, to ``<run dir>/result.json`` (status failed on an error).
 
-    ``resume=<run folder>`` continues that run: its config, this command's overrides on top. Numbers
-    that cannot work are refused before anything is written (result.json included)."""
+    ``resume=<run folder>`` continues that run: its config, this command's overrides on top. Bad
+    input (impossible numbers, missing or malformed data, a net that does not fit the data) is
+    refused before anything is written to the run folder, result.json included; in a multirun the
+    sweep's summary callback records such a job as failed."""
     cfg = resumed_config(cfg)
     check_numbers(cfg)
+    datamodule, module, checkpoint = prepare(cfg)
     with recording_result(cfg) as result:
-        metrics = result.finish(fit(cfg))
+        metrics = result.finish(fit(cfg, datamodule, module, checkpoint))
     log.info("final metrics: %s", metrics)
     return metrics
 
 
-def fit(cfg: DictConfig) -> L.Trainer:
-    """Instantiate data, module, loggers, callbacks and trainer from ``cfg``; fit (from the checkpoint
-    that ``resume`` or ``ckpt_path`` names, if any); return the trainer."""
+def prepare(cfg: DictConfig) -> tuple[L.LightningDataModule, DiffusionModule, Path | None]:
+    """Seed, then build and check the data and the module, and find the checkpoint to fit from
+    (``resume`` or ``ckpt_path``): everything that can fail on bad input, before any file is
+    written. The data is loaded and set up here; fit's own setup reuses it."""
     checkpoint = checkpoint_to_fit_from(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate_plainly(cfg.data)
     module = build_module(cfg)
-    # load and check the data now, so that a missing file or a shape mismatch stops the run before
-    # any logger (a W&B run) or callback writes into the run folder; fit's own setup reuses it
     datamodule.prepare_data()
     datamodule.setup("fit")
     module.adopt_data(datamodule)
+    return datamodule, module, checkpoint
+
+
+def fit(
+    cfg: DictConfig,
+    datamodule: L.LightningDataModule,
+    module: DiffusionModule,
+    checkpoint: Path | None,
+) -> L.Trainer:
+    """Build loggers, callbacks and trainer from ``cfg``, fit ``module`` on ``datamodule`` (from
+    ``checkpoint`` if given) and return the trainer."""
     loggers = build_loggers(cfg)
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False

@@ -151,7 +151,30 @@ def recording_result(cfg: DictConfig) -> Iterator[ResultRecorder]:
         except OSError as write_error:  # never hide the run's own error behind this one
             log.warning("could not write %s: %s", RESULT_FILE, write_error)
         raise
+    except (SystemExit, KeyboardInterrupt):
+        # a stop ends the whole multirun (Hydra's callbacks do not run for it): show the stopped
+        # job in the sweep's summary now, as interrupted (interrupted.json) or killed
+        _refresh_sweep_summary()
+        raise
     recorder.write()
+
+
+def _refresh_sweep_summary() -> None:
+    """Rebuild the sweep's summary from inside a multirun job (rank zero), never raising."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or not is_rank_zero():
+        return
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return
+    from diffusion_lab.sweeps.summary import write_summary  # imports this module
+
+    try:
+        write_summary(Path(hydra_cfg.sweep.dir), live=False)
+    except Exception:  # the stop's own exit status is what matters here
+        log.exception("could not write the sweep summary in %s", hydra_cfg.sweep.dir)
 
 
 def _hydra_run() -> tuple[Path | None, list[str]]:
