@@ -375,10 +375,11 @@ def fit_one_epoch(datamodule: DiffusionDataModule, root_dir: Path) -> BatchRecor
     return recorder
 
 
+@pytest.mark.parametrize("loader", ["index", "torch"])
 def test_trainer_gets_float_batches_and_unflipped_validation(
-    sprites_root: Path, tmp_path: Path
+    sprites_root: Path, tmp_path: Path, loader: str
 ) -> None:
-    datamodule = sprites_datamodule(sprites_root, val_fraction=0.25, hflip=True)
+    datamodule = sprites_datamodule(sprites_root, val_fraction=0.25, hflip=True, loader=loader)
     recorder = fit_one_epoch(datamodule, tmp_path)
     train_images = torch.cat([images for images, _ in recorder.train_batches])
     assert train_images.shape == (30, 3, 16, 16) and train_images.dtype == torch.float32
@@ -389,13 +390,24 @@ def test_trainer_gets_float_batches_and_unflipped_validation(
     assert torch.equal(val_images[-len(expected_val) :], expected_val)
 
 
+@pytest.mark.parametrize("loader", ["index", "torch"])
 def test_trainer_runs_without_validation_when_val_fraction_is_zero(
-    sprites_root: Path, tmp_path: Path
+    sprites_root: Path, tmp_path: Path, loader: str
 ) -> None:
-    datamodule = sprites_datamodule(sprites_root, val_fraction=0.0)
+    datamodule = sprites_datamodule(sprites_root, val_fraction=0.0, loader=loader)
     recorder = fit_one_epoch(datamodule, tmp_path)
     assert sum(len(images) for images, _ in recorder.train_batches) == SPRITES_COUNT
     assert recorder.val_batches == []
+
+
+@pytest.mark.parametrize("loader", ["index", "torch"])
+def test_drop_last_drops_the_short_training_batch_only(sprites_root: Path, loader: str) -> None:
+    datamodule = sprites_datamodule(
+        sprites_root, val_fraction=0.25, batch_size=8, drop_last=True, loader=loader
+    )
+    datamodule.setup("fit")
+    assert [len(images) for images, _ in datamodule.train_dataloader()] == [8, 8, 8]  # of 30
+    assert [len(images) for images, _ in datamodule.val_dataloader()] == [8, 2]
 
 
 # --- conf/data/*.yaml -----------------------------------------------------------------------------

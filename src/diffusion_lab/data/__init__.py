@@ -10,6 +10,7 @@ from diffusion_lab.data.cifar10 import CIFAR10Source
 from diffusion_lab.data.datamodule import DiffusionDataModule
 from diffusion_lab.data.digits import DigitsSource
 from diffusion_lab.data.folder import ImageFolderSource
+from diffusion_lab.data.index_loader import IndexLoader
 from diffusion_lab.data.source import ImageSource, LoadedImages
 from diffusion_lab.data.sprites import SpritesSource
 
@@ -19,6 +20,7 @@ __all__ = [
     "DigitsSource",
     "ImageFolderSource",
     "ImageSource",
+    "IndexLoader",
     "LoadedImages",
     "SpritesSource",
 ]

@@ -6,7 +6,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from diffusion_lab.data.index_loader import IndexLoader
 from diffusion_lab.data.source import ImageSource, LoadedImages
+
+LOADERS = ("index", "torch")
 
 
 class DiffusionDataModule(L.LightningDataModule):
@@ -25,11 +28,18 @@ class DiffusionDataModule(L.LightningDataModule):
             world size (Lightning adds the DistributedSampler to these loaders by itself).
         val_fraction: share of the images held out for validation, in [0, 1). 0 gives no
             validation set (`val_dataloader()` returns an empty list, which Lightning skips).
-        num_workers, pin_memory: DataLoader settings. The data is in memory, so 0 workers is
-            usually fastest for small images.
+        num_workers, pin_memory: DataLoader settings (``loader=torch`` only). The data is in
+            memory, so 0 workers is usually fastest for small images.
         seed: seeds the train/val split (a torch.Generator permutation), so a seed always gives
-            the same split on every process and machine.
+            the same split on every process and machine; with ``loader=index`` it also seeds each
+            epoch's order (see `IndexLoader`).
         hflip: flip a random half of each training batch left-right (per image, probability 0.5).
+        loader: ``index`` (default): the whole uint8 set on the training device, batches cut by
+            index from a seeded per-epoch permutation drawn there, resumable mid-epoch
+            (`IndexLoader`); ``torch``: a ``DataLoader`` over a ``TensorDataset`` (per-item
+            indexing and collation, order from the global RNG, Lightning's DistributedSampler
+            under DDP; a mid-epoch resume restarts the epoch).
+        drop_last: drop each epoch's last training batch when it is smaller than batch_size.
     """
 
     def __init__(
@@ -45,6 +55,8 @@ class DiffusionDataModule(L.LightningDataModule):
         seed: int = 0,
         hflip: bool = False,
         pin_memory: bool = False,
+        loader: str = "index",
+        drop_last: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(source, ImageSource):
@@ -62,6 +74,14 @@ class DiffusionDataModule(L.LightningDataModule):
             raise ValueError(f"data.val_fraction must be a number in [0, 1); got {val_fraction!r}")
         if not 0 <= val_fraction < 1:
             raise ValueError(f"data.val_fraction must be in [0, 1); got {val_fraction}")
+        if loader not in LOADERS:
+            raise ValueError(f"data.loader must be one of {', '.join(LOADERS)}; got {loader!r}")
+        if loader == "index" and (num_workers > 0 or pin_memory):
+            raise ValueError(
+                f"data.num_workers={num_workers} and data.pin_memory={pin_memory} apply to "
+                "data.loader=torch only; data.loader=index keeps the data on the device already "
+                "(set num_workers=0 and pin_memory=false, or loader=torch)"
+            )
         self.source = source
         self.channels = channels
         self.image_size = image_size
@@ -72,6 +92,8 @@ class DiffusionDataModule(L.LightningDataModule):
         self.seed = seed
         self.hflip = hflip
         self.pin_memory = pin_memory
+        self.loader = loader
+        self.drop_last = drop_last
         self._loaded: LoadedImages | None = None
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
@@ -113,10 +135,10 @@ class DiffusionDataModule(L.LightningDataModule):
         permutation = torch.randperm(num_images, generator=generator)
         return permutation[num_val:], permutation[:num_val]
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | IndexLoader:
         return self._loader(self._require_setup(self.train_set), shuffle=True)
 
-    def val_dataloader(self) -> DataLoader | list:
+    def val_dataloader(self) -> DataLoader | IndexLoader | list:
         val_set = self._require_setup(self.val_set)
         if len(val_set) == 0:
             return []  # Lightning runs no validation for an empty collection of loaders
@@ -136,14 +158,29 @@ class DiffusionDataModule(L.LightningDataModule):
             images = torch.where(flip[:, None, None, None], images.flip(-1), images)
         return images, contexts
 
-    def _loader(self, dataset: TensorDataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
+    def _loader(self, dataset: TensorDataset, shuffle: bool) -> DataLoader | IndexLoader:
+        drop_last = self.drop_last and shuffle  # validation always sees every image
+        if self.loader == "torch":
+            return DataLoader(
+                dataset,
+                batch_size=self.batch_size,
+                shuffle=shuffle,
+                drop_last=drop_last,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+                persistent_workers=self.num_workers > 0,
+            )
+        # under a trainer: its device and this process's shard; alone (a notebook, a test): CPU
+        trainer = self.trainer
+        return IndexLoader(
+            dataset.tensors,
+            self.batch_size,
             shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            seed=self.seed,
+            drop_last=drop_last,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+            device=trainer.strategy.root_device if trainer is not None else "cpu",
         )
 
     def _require_setup(self, dataset: TensorDataset | None) -> TensorDataset:
