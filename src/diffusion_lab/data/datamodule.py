@@ -152,11 +152,8 @@ class DiffusionDataModule(L.LightningDataModule):
         While training with `hflip`, each image is flipped left-right with probability 0.5.
         """
         images, contexts = batch
-        images = images.to(torch.float32) / 127.5 - 1.0
-        if self.hflip and self.trainer is not None and self.trainer.training:
-            flip = torch.rand(images.shape[0], device=images.device) < 0.5
-            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-        return images, contexts
+        training = self.trainer is not None and self.trainer.training
+        return to_model_input(images, hflip=self.hflip and training), contexts
 
     def _loader(self, dataset: TensorDataset, shuffle: bool) -> DataLoader | IndexLoader:
         drop_last = self.drop_last and shuffle  # validation always sees every image
@@ -204,6 +201,16 @@ class DiffusionDataModule(L.LightningDataModule):
                 f"data.num_classes={self.num_classes} but {source} has "
                 f"{len(loaded.class_names)} classes {loaded.class_names}"
             )
+
+
+def to_model_input(images: torch.Tensor, hflip: bool = False) -> torch.Tensor:
+    """uint8 images (B, C, H, W) -> float32 x / 127.5 - 1 in [-1, 1]; with ``hflip``, each image
+    flipped left-right with probability 0.5 (drawn from the global RNG on the images' device)."""
+    images = images.to(torch.float32) / 127.5 - 1.0
+    if hflip:
+        flip = torch.rand(images.shape[0], device=images.device) < 0.5
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    return images
 
 
 def _require_int(name: str, value: object, minimum: int) -> None:
