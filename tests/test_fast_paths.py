@@ -22,6 +22,13 @@ class LossRecorder(L.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
+def quiet_trainer(**options) -> L.Trainer:
+    """A CPU trainer without logger, checkpoints, progress bar or summary."""
+    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    defaults |= dict(enable_progress_bar=False, enable_model_summary=False)
+    return L.Trainer(**(defaults | options))
+
+
 def fit_losses(steps: int = 4, **module_options) -> tuple[list[float], L.LightningModule]:
     """Training losses of `steps` batches from one seed: same weights, data, t, noise, dropout."""
     torch.manual_seed(0)
@@ -29,16 +36,7 @@ def fit_losses(steps: int = 4, **module_options) -> tuple[list[float], L.Lightni
     images = torch.rand(32, 1, 8, 8) * 2 - 1
     contexts = torch.eye(3)[torch.arange(32) % 3]
     recorder = LossRecorder()
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        callbacks=[recorder],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_steps=steps, callbacks=[recorder])
     trainer.fit(module, DataLoader(TensorDataset(images, contexts), batch_size=8))
     return recorder.losses, module
 
