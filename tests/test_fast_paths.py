@@ -11,7 +11,7 @@ import torch
 from test_lit_module import make_module
 from torch.utils.data import DataLoader, TensorDataset
 
-from diffusion_lab.lit_module import fused_kernels_available
+from diffusion_lab.lit_module import fused_kernels_available, match_state_layouts
 
 
 class LossRecorder(L.Callback):
@@ -55,6 +55,33 @@ def test_channels_last_weights_follow_the_default_layout() -> None:
     conv = module.net.init_conv.conv2[0].weight  # 8 -> 8 channels: the layouts differ
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     assert nhwc == pytest.approx(eager, rel=1e-5)
+
+
+def test_optimizer_state_takes_its_parameters_layout_so_fused_adam_stays_exact() -> None:
+    """A resume that switches channels_last restores Adam's state in the other layout."""
+    torch.manual_seed(0)
+    start, grad, exp_avg, exp_avg_sq = torch.randn(4, 8, 8, 3, 3).unbind()
+    nhwc = torch.channels_last
+
+    def fused_step(param_layout, state_layout, match: bool) -> torch.Tensor:
+        param = torch.nn.Parameter(start.clone(memory_format=param_layout))
+        param.grad = grad.contiguous(memory_format=param_layout)
+        optimizer = torch.optim.Adam([param], lr=1e-2, fused=True)
+        state = {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq.abs()}
+        state = {key: value.clone(memory_format=state_layout) for key, value in state.items()}
+        optimizer.state[param] = {"step": torch.tensor(1.0), **state}
+        if match:
+            match_state_layouts(optimizer)
+            assert optimizer.state[param]["exp_avg"].stride() == param.stride()
+        optimizer.step()
+        return param.detach().contiguous()
+
+    reference = fused_step(torch.contiguous_format, torch.contiguous_format, match=False)
+    for param_layout, state_layout in [
+        (nhwc, torch.contiguous_format),
+        (torch.contiguous_format, nhwc),
+    ]:
+        torch.testing.assert_close(fused_step(param_layout, state_layout, match=True), reference)
 
 
 def test_fused_optimizer_falls_back_with_a_warning_where_there_are_no_kernels() -> None:

@@ -49,6 +49,20 @@ def fused_kernels_available(make_optimizer: Any, device: torch.device) -> bool:
     return takes_fused and supported is not None and device.type in supported()
 
 
+def match_state_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each state tensor of ``optimizer`` (Adam's exp_avg, ...) its parameter's memory layout.
+
+    A resumed run restores the state in the layout it was saved in, which differs from the
+    parameters' when `channels_last` changed between the runs; fused Adam reads a parameter's
+    tensors as if they shared one layout, and mixes elements up (silently) when they do not."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if not torch.is_tensor(value) or value.shape != param.shape:
+                continue  # e.g. Adam's step count
+            if value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def _plain(config: Mapping | DictConfig | None) -> dict | None:
     """A resolved, plain-dict copy of a config (what hparams store)."""
     if config is None:
@@ -259,6 +273,11 @@ class DiffusionModule(L.LightningModule):
             # seed_everything gives every rank the same seed; offset it so that the ranks draw
             # different timesteps, noise and dropped contexts for their different images
             torch.manual_seed(torch.initial_seed() + self.global_rank)
+
+    def on_train_start(self) -> None:
+        # after a resume's optimizer state is restored (on_fit_start comes before that)
+        for optimizer in self.trainer.optimizers:
+            match_state_layouts(optimizer)
 
     def compile_nets(self, **options: Any) -> None:
         """``torch.compile`` (with ``options``) the network and the EMA network, in place: the
