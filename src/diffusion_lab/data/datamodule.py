@@ -25,7 +25,8 @@ class DiffusionDataModule(L.LightningDataModule):
         channels, image_size, num_classes: what the data is expected to be (the model config
             interpolates them: `${data.channels}` etc.); `setup()` checks the source against them.
         batch_size: images per batch PER DEVICE. Under DDP the effective batch is batch_size x
-            world size (Lightning adds the DistributedSampler to these loaders by itself).
+            world size: each rank serves its shard of each epoch (the index loader shards itself
+            as a DistributedSampler would; for loader=torch Lightning adds the sampler).
         val_fraction: share of the images held out for validation, in [0, 1). 0 gives no
             validation set (`val_dataloader()` returns an empty list, which Lightning skips).
         num_workers, pin_memory: DataLoader settings (``loader=torch`` only). The data is in
