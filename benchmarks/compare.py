@@ -16,8 +16,9 @@ Adam 1e-3 (`experiment=sprites_course`; `--override` changes it for every row). 
                        the datamodule's DataLoader, uint8 -> [-1, 1] (+ hflip) on the device,
                        context dropout, q_sample, MSE, Adam, EMA update: DiffusionModule's step
     plain-index        the same loop over data.loader=index (batches by index on the device)
-    lightning-torch    DiffusionModule driven by the Lightning Trainer as diffusion-train builds it
-                       (progress bar, logger, LR monitor, EMA hook), data.loader=torch
+    lightning-torch    DiffusionModule driven by the Lightning Trainer, built by diffusion-train's
+                       own train() (progress bar, LR monitor, EMA hook, the `--logger` group: csv
+                       by default; diffusion-train's default is wandb), data.loader=torch
     lightning          the same with the default data.loader=index
     lightning-fused    + module.fused_optimizer=true
     lightning-nhwc     + module.channels_last=true
@@ -31,9 +32,10 @@ Adam 1e-3 (`experiment=sprites_course`; `--override` changes it for every row). 
 Each row runs `--warmup` steps, then is timed over `--steps` more (steady state, the device
 synchronised at both ends); a Lightning row is timed inside its fit, from the end of its last
 warm-up batch to the end of its last batch, so start-up, the sanity check, validation, grids and
-checkpoints are not in it (`--extras` times a validation pass, a grid, the final grid + GIF and a
-checkpoint save on their own). "vs plain" divides by the plain row with the same data loader.
-Peak memory is the CUDA allocator's peak per row (not measured on CPU).
+checkpoints are not in it (`--extras` times on their own a validation pass, one grid of both
+samplers, the GIF's chains sampled apart (what a run stopped before its last epoch pays; a finished
+run records them while sampling its last grid) and a checkpoint save). "vs plain" divides by the
+plain row with the same data loader. Peak memory is the CUDA allocator's peak per row (not measured on CPU).
 """
 
 from __future__ import annotations
