@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One prepared GPU session: the CUDA tests, both benchmarks, and one epoch of the course's sprites
-# recipe on full-size sprites files in the real format (random pixels: it measures speed only).
+# One prepared GPU session: the CUDA tests, the sampling and training benchmarks, and one epoch of
+# the course's sprites recipe on full-size sprites files in the real format (random pixels: it
+# measures speed only).
 # Run from the repository root on a machine with a GPU, torch and lightning installed; missing pure-
 # Python packages (hydra-core, omegaconf, antlr4) may come as wheels in .whl/.
 set -uo pipefail
@@ -17,9 +18,12 @@ echo "== sampling speed (course setting: sprites 3x16x16, n_feat 64, T 500)"
 python3 benchmarks/sampling_speed.py --device cuda --n 32 1024 --ddim-steps 25 50
 python3 benchmarks/sampling_speed.py --device cuda --n 1024 --ddim-steps 25 --guidance 2.0
 
-echo "== training throughput"
-python3 benchmarks/training_throughput.py --device cuda --batch 100 1000 --n-feat 64 --steps 30
-python3 benchmarks/training_throughput.py --device cuda --batch 100 1000 --n-feat 64 --steps 30 --precision bf16
+echo "== training: the course's loop, a plain loop, the Lightning pipeline and each fast path"
+python3 benchmarks/compare.py --device cuda --steps 200 --warmup 20 --json "$OUT/compare-fp32.json"
+python3 benchmarks/compare.py --device cuda --steps 200 --warmup 20 --precision bf16-mixed \
+  --json "$OUT/compare-bf16.json"
+python3 benchmarks/compare.py --device cuda --steps 100 --warmup 20 --override data.batch_size=1000 \
+  --rows plain-index lightning lightning-fast --json "$OUT/compare-batch1000.json"
 
 echo "== one epoch of experiment=sprites_course on GPU (89,400 random sprites in the course's format)"
 python3 - <<'PY'

@@ -2,6 +2,7 @@
 
     python benchmarks/sampling_speed.py                      # the course's sprites setting, CPU
     python benchmarks/sampling_speed.py --device cuda --n 32 256
+    python benchmarks/sampling_speed.py --compile          # torch.compile'd net; compile time apart
 
 Weights do not change the cost, so the net is freshly initialised (eval mode, inference_mode).
 """
@@ -37,11 +38,14 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=500)
     parser.add_argument("--ddim-steps", type=int, nargs="+", default=[25])
     parser.add_argument("--guidance", type=float, default=0.0)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the net first")
     args = parser.parse_args()
 
     device = torch.device(args.device)
     torch.manual_seed(0)
     net = ContextUnet(args.channels, args.n_feat, args.classes, args.height).to(device).eval()
+    if args.compile:
+        net.compile()  # in place, as DiffusionModule.compile_nets does
     schedule = make_schedule("linear", args.timesteps)
     samplers = [DDPMSampler(schedule)] + [DDIMSampler(schedule, s) for s in args.ddim_steps]
     name = device_name(device)
@@ -56,7 +60,11 @@ def main() -> None:
     for n in args.n:
         noise = torch.randn(n, args.channels, args.height, args.height, device=device)
         contexts = torch.eye(args.classes, device=device)[torch.arange(n) % args.classes]
-        DDIMSampler(schedule, 5).sample(net, noise, contexts)  # warm-up (kernels, allocator)
+        # warm-up: kernels, allocator; the compilation with --compile
+        seconds, _ = time_sampler(DDIMSampler(schedule, 5), net, noise, contexts, args.guidance)
+        print(
+            f"n={n}: warm-up (5 DDIM steps{', compiling' if args.compile else ''}) {seconds:.2f} s"
+        )
         baseline = None
         for sampler in samplers:
             seconds, nfe = time_sampler(sampler, net, noise, contexts, args.guidance)

@@ -67,6 +67,7 @@ GROUP_OPTIONS = {
     "trainer": ["default", "cpu", "gpu", "ddp"],
     "logger": ["wandb", "csv", "tensorboard", "none"],
     "data": ["digits", "sprites", "cifar10", "folder"],
+    "perf": ["default", "fast"],
 }
 
 

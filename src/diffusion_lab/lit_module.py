@@ -19,6 +19,7 @@ pickled network, and ``DiffusionModule.load_from_checkpoint(path)`` rebuilds eve
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -27,7 +28,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
+from torch.optim import optimizer as torch_optimizer
 
 from diffusion_lab import __version__
 from diffusion_lab.diffusion import NoiseSchedule, Sampler
@@ -43,6 +46,32 @@ from diffusion_lab.ema import EMA
 
 LOSS_WEIGHTINGS = ("none", "min_snr")
 CHECKPOINT_KEY = "diffusion_lab"  # marks a checkpoint as written by this project
+
+
+def fused_kernels_available(make_optimizer: Any, device: torch.device) -> bool:
+    """Whether ``make_optimizer(params, fused=True)`` is possible: the optimizer class takes a
+    ``fused`` argument and torch has fused kernels for ``device``'s type."""
+    optimizer_class = getattr(make_optimizer, "func", make_optimizer)  # a functools.partial
+    try:
+        takes_fused = "fused" in inspect.signature(optimizer_class).parameters
+    except (TypeError, ValueError):
+        return False
+    supported = getattr(torch_optimizer, "_get_fused_kernels_supported_devices", None)
+    return takes_fused and supported is not None and device.type in supported()
+
+
+def match_state_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each state tensor of ``optimizer`` (Adam's exp_avg, ...) its parameter's memory layout.
+
+    A resumed run restores the state in the layout it was saved in, which differs from the
+    parameters' when `channels_last` changed between the runs; fused Adam reads a parameter's
+    tensors as if they shared one layout, and mixes elements up (silently) when they do not."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if not torch.is_tensor(value) or value.shape != param.shape:
+                continue  # e.g. Adam's step count
+            if value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def _plain(config: Mapping | DictConfig | None) -> dict | None:
@@ -73,6 +102,16 @@ class DiffusionModule(L.LightningModule):
         ema_decay: EMA decay; the EMA weights are used for validation and sampling.
         val_seed: seed of the fixed noise and timesteps used for the validation loss, so it is
             comparable across epochs and runs.
+        fused_optimizer: build the optimizer with ``fused=True`` (one kernel for the whole update)
+            when its class takes that argument and torch has fused kernels for the parameters'
+            device (CUDA, and CPU since torch 2.4); otherwise the default implementation, with a
+            warning. Same update up to float rounding.
+        channels_last: store the network's and its EMA copy's 4-D weights channels-last (NHWC)
+            when fitting starts, so convolutions run in that layout (faster with oneDNN on CPU
+            in an A/B here; see docs/benchmarks.md). Same values, other strides.
+        compile_net: ``torch.compile`` the network and its EMA copy (in place, so checkpoints keep
+            their keys) when fitting starts: training steps and the sample grids run compiled.
+            The first steps pay the compilation.
     """
 
     def __init__(
@@ -89,6 +128,9 @@ class DiffusionModule(L.LightningModule):
         ema_decay: float = 0.995,
         val_seed: int = 1234,
         prediction: str = "eps",
+        fused_optimizer: bool = False,
+        channels_last: bool = False,
+        compile_net: bool = False,
     ) -> None:
         super().__init__()
         check_prediction(prediction)
@@ -114,6 +156,9 @@ class DiffusionModule(L.LightningModule):
                 "ema_decay": ema_decay,
                 "val_seed": val_seed,
                 "prediction": prediction,
+                "fused_optimizer": fused_optimizer,
+                "channels_last": channels_last,
+                "compile_net": compile_net,
             }
         )
         self.net = instantiate(self.hparams.net)
@@ -206,7 +251,15 @@ class DiffusionModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        optimizer = instantiate(self.hparams.optimizer)(params=self.net.parameters())
+        make_optimizer = instantiate(self.hparams.optimizer)
+        options = {"fused": True} if self.hparams.get("fused_optimizer") else {}
+        if options and not fused_kernels_available(make_optimizer, self.device):
+            rank_zero_warn(
+                f"fused_optimizer: {getattr(make_optimizer, 'func', make_optimizer)} has no fused "
+                f"kernels for {self.device.type} parameters here; using its default implementation"
+            )
+            options = {}
+        optimizer = make_optimizer(params=self.net.parameters(), **options)
         if self.hparams.lr_scheduler is None:
             return optimizer
         scheduler = instantiate(self.hparams.lr_scheduler)(optimizer=optimizer)
@@ -240,10 +293,28 @@ class DiffusionModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self.schedule.to(self.device)
+        if self.hparams.get("channels_last"):
+            # in place (param.data is swapped): the optimizer built before this keeps its params
+            for net in (self.net, self.ema.module):
+                net.to(memory_format=torch.channels_last)
+        if self.hparams.get("compile_net"):
+            self.compile_nets()
         if self.trainer.world_size > 1:
             # seed_everything gives every rank the same seed; offset it so that the ranks draw
             # different timesteps, noise and dropped contexts for their different images
             torch.manual_seed(torch.initial_seed() + self.global_rank)
+
+    def on_train_start(self) -> None:
+        # after a resume's optimizer state is restored (on_fit_start comes before that)
+        for optimizer in self.trainer.optimizers:
+            match_state_layouts(optimizer)
+
+    def compile_nets(self, **options: Any) -> None:
+        """``torch.compile`` (with ``options``) the network and the EMA network, in place: the
+        modules, their parameters and state_dict keys stay as they are. Compilation happens at
+        each net's first call (and again for a new input shape or train/eval mode)."""
+        self.net.compile(**options)
+        self.ema.module.compile(**options)
 
     # --- sampling --------------------------------------------------------------------------
     def sample(

@@ -1,5 +1,10 @@
 """SampleGrids: every N epochs, DDPM beside DDIM on the same noise and contexts, timed, on disk
-and in every logger that takes images; a GIF of both denoising chains when training ends."""
+and in every logger that takes images; a GIF of both denoising chains when training ends.
+
+The last epoch's grid records the chains' trajectories as it samples, and the GIF is made from
+them: the final DDPM chain (T network calls) runs once, not once for the grid and again for the
+GIF. Only when training stops before its last epoch (max_steps, an interruption) does the GIF
+sample its own chains."""
 
 from __future__ import annotations
 
@@ -95,6 +100,9 @@ class SampleGrids(L.Callback):
         self.animate, self.animation_frames = animate, animation_frames
         self.last_grid: Path | None = None
         self.last_gif: Path | None = None
+        self.last_images: dict[str, torch.Tensor] = {}  # the last grid's images, per sampler
+        # the final chains for the GIF: sampler name -> (frames (F, B', C, H, W), timesteps)
+        self.final_trajectories: dict[str, tuple[torch.Tensor, list[int]]] = {}
 
     # --- set-up ------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
@@ -123,20 +131,15 @@ class SampleGrids(L.Callback):
         last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
         if not trainer.is_global_zero or not ((epoch + 1) % self.every_n_epochs == 0 or last):
             return
-        noise = self.noise.to(pl_module.device)
-        # the sampling noise from its own generator: the grid leaves the training RNG untouched
-        # (an exact resume), and every epoch's grid draws the same noise
-        ddpm_images, ddpm_seconds = timed_sample(
-            pl_module,
-            self.ddpm,
-            noise,
-            self.contexts,
-            self.guidance_scale,
-            torch.Generator().manual_seed(self.seed),
+        # the sampling noise comes from the callback's own generators: the grid leaves the training
+        # RNG untouched (an exact resume), and every epoch's grid draws the same noise
+        # the last grid also records the GIF's frames: its chains are sampled once for both
+        record = last and self.animate
+        (ddpm_images, ddpm_seconds), (ddim_images, ddim_seconds) = (
+            self._grid_panel(pl_module, name, sampler, record)
+            for name, sampler in (("ddpm", self.ddpm), ("ddim", self.ddim))
         )
-        ddim_images, ddim_seconds = timed_sample(
-            pl_module, self.ddim, noise, self.contexts, self.guidance_scale
-        )
+        self.last_images = {"ddpm": ddpm_images, "ddim": ddim_images}
         ddpm_title = f"DDPM {self.ddpm.nfe} steps, {ddpm_seconds:.1f} s"
         ddim_title = f"DDIM {self.ddim.nfe} steps (eta {self.ddim_eta:g}), {ddim_seconds:.1f} s"
         caption = f"epoch {epoch}, EMA weights, guidance {self.guidance_scale:g}: same noise"
@@ -164,30 +167,78 @@ class SampleGrids(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         if not self.animate or not trainer.is_global_zero:
             return
-        frames = self.animation(pl_module)
+        if self.final_trajectories:  # recorded while sampling the last epoch's grid
+            frames = self._pictures(
+                self.final_trajectories["ddpm"], self.final_trajectories["ddim"]
+            )
+        else:
+            frames = self.animation(pl_module)
         self.last_gif = save_gif(frames, self.output_dir / "denoising.gif")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_video("denoising", [str(self.last_gif)], caption=["DDPM | DDIM"])
         log.info("wrote %s", self.last_gif)
 
-    def _trajectory(self, pl_module, sampler: Sampler) -> tuple[torch.Tensor, list[int]]:
-        every = max(1, sampler.nfe // self.animation_frames)
-        # the GIF shows the first ANIMATION_COLUMNS images of each row: the full grid in every
-        # frame would make a file of several MB (noise compresses badly)
+    def _every(self, sampler: Sampler) -> int:
+        """Keep every so many steps: about `animation_frames` frames per chain."""
+        return max(1, sampler.nfe // self.animation_frames)
+
+    def _animated(self) -> torch.Tensor:
+        """Rows of the grid the GIF shows: the first ANIMATION_COLUMNS images of each class row
+        (the full grid in every frame would make a file of several MB: noise compresses badly)."""
         columns = min(self.samples_per_class, ANIMATION_COLUMNS)
-        keep = torch.arange(len(self.noise)).view(-1, self.samples_per_class)[:, :columns].flatten()
+        return torch.arange(len(self.noise)).view(-1, self.samples_per_class)[:, :columns].flatten()
+
+    def _grid_panel(
+        self, pl_module, name: str, sampler: Sampler, record: bool
+    ) -> tuple[torch.Tensor, float]:
+        """(images, seconds) of one sampler on the grid's noise; with ``record``, from its
+        trajectory, whose GIF rows are kept in `final_trajectories[name]`."""
+        noise = self.noise.to(pl_module.device)
+        generator = torch.Generator().manual_seed(self.seed)
+        if not record:
+            return timed_sample(
+                pl_module, sampler, noise, self.contexts, self.guidance_scale, generator
+            )
+        contexts = self.contexts.to(pl_module.device)
+
+        def run() -> tuple[torch.Tensor, list[int]]:
+            with pl_module.sampling_net(use_ema=True) as net:
+                every = self._every(sampler)
+                return sampler.trajectory(
+                    net, noise, every, contexts, self.guidance_scale, generator, on_step=check_stop
+                )
+
+        (frames, times), seconds = timed(run, pl_module.device)
+        self.final_trajectories[name] = (frames[:, self._animated()], times)
+        return frames[-1], seconds
+
+    def _trajectory(self, pl_module, sampler: Sampler) -> tuple[torch.Tensor, list[int]]:
+        keep = self._animated()
         noise = self.noise[keep].to(pl_module.device)
         contexts = self.contexts[keep].to(pl_module.device)
         with pl_module.sampling_net(use_ema=True) as net:
             return sampler.trajectory(
-                net, noise, every, contexts, self.guidance_scale, on_step=check_stop
+                net,
+                noise,
+                self._every(sampler),
+                contexts,
+                self.guidance_scale,
+                torch.Generator().manual_seed(self.seed),
+                on_step=check_stop,
             )
 
     def animation(self, pl_module) -> list[Image.Image]:
-        """GIF frames: DDPM and DDIM denoising the same noise side by side."""
-        ddpm_frames, ddpm_times = self._trajectory(pl_module, self.ddpm)
-        ddim_frames, ddim_times = self._trajectory(pl_module, self.ddim)
+        """GIF frames: DDPM and DDIM denoising the same noise side by side (sampled now)."""
+        return self._pictures(
+            self._trajectory(pl_module, self.ddpm), self._trajectory(pl_module, self.ddim)
+        )
+
+    def _pictures(
+        self, ddpm: tuple[torch.Tensor, list[int]], ddim: tuple[torch.Tensor, list[int]]
+    ) -> list[Image.Image]:
+        """One side-by-side picture per frame; the shorter chain holds its last frame."""
+        (ddpm_frames, ddpm_times), (ddim_frames, ddim_times) = ddpm, ddim
         count = max(len(ddpm_times), len(ddim_times))
         pictures = []
         for index in range(count):

@@ -25,7 +25,8 @@ class DiffusionDataModule(L.LightningDataModule):
         channels, image_size, num_classes: what the data is expected to be (the model config
             interpolates them: `${data.channels}` etc.); `setup()` checks the source against them.
         batch_size: images per batch PER DEVICE. Under DDP the effective batch is batch_size x
-            world size (Lightning adds the DistributedSampler to these loaders by itself).
+            world size: each rank serves its shard of each epoch (the index loader shards itself
+            as a DistributedSampler would; for loader=torch Lightning adds the sampler).
         val_fraction: share of the images held out for validation, in [0, 1). 0 gives no
             validation set (`val_dataloader()` returns an empty list, which Lightning skips).
         num_workers, pin_memory: DataLoader settings (``loader=torch`` only). The data is in
@@ -152,11 +153,8 @@ class DiffusionDataModule(L.LightningDataModule):
         While training with `hflip`, each image is flipped left-right with probability 0.5.
         """
         images, contexts = batch
-        images = images.to(torch.float32) / 127.5 - 1.0
-        if self.hflip and self.trainer is not None and self.trainer.training:
-            flip = torch.rand(images.shape[0], device=images.device) < 0.5
-            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-        return images, contexts
+        training = self.trainer is not None and self.trainer.training
+        return to_model_input(images, hflip=self.hflip and training), contexts
 
     def _loader(self, dataset: TensorDataset, shuffle: bool) -> DataLoader | IndexLoader:
         drop_last = self.drop_last and shuffle  # validation always sees every image
@@ -204,6 +202,16 @@ class DiffusionDataModule(L.LightningDataModule):
                 f"data.num_classes={self.num_classes} but {source} has "
                 f"{len(loaded.class_names)} classes {loaded.class_names}"
             )
+
+
+def to_model_input(images: torch.Tensor, hflip: bool = False) -> torch.Tensor:
+    """uint8 images (B, C, H, W) -> float32 x / 127.5 - 1 in [-1, 1]; with ``hflip``, each image
+    flipped left-right with probability 0.5 (drawn from the global RNG on the images' device)."""
+    images = images.to(torch.float32) / 127.5 - 1.0
+    if hflip:
+        flip = torch.rand(images.shape[0], device=images.device) < 0.5
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    return images
 
 
 def _require_int(name: str, value: object, minimum: int) -> None:
