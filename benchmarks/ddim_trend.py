@@ -5,7 +5,7 @@
     python benchmarks/ddim_trend.py <run> --override data=sprites --out table.md
 
 All samplers denoise the same noise into the same classes (evaluation.run_study): DDPM over all T
-steps (with --ddpm); at every step count DDIM eta 0 (the trend), eta 1 (the stochastic control) and
+steps (with --ddpm); at every step count DDIM at each --etas (0: the trend, 1: the stochastic control) and
 DDIM eta 0 with epsilon scaling (Ning et al. 2024: the step uses eps / b); DPM-Solver++ 2M at every
 --dpm-nfe (and 3M at the first); all at the first --guidance scale, and DDIM eta 0 again at each
 further one. The judge, its reference images and the scores are diffusion-eval's
@@ -51,16 +51,26 @@ class Spec:
 
 
 def specs(
-    steps: list[int], eps_scales: list[float], dpm_nfe: list[int], ddpm_steps: int | None
+    steps: list[int],
+    etas: list[float],
+    eps_scales: list[float],
+    dpm_nfe: list[int],
+    ddpm_steps: int | None,
 ) -> list[Spec]:
     result = []
     if ddpm_steps is not None:
         result.append(Spec("ddpm", ddpm_steps, None, f"DDPM-{ddpm_steps}", DDPMSampler))
     for n in steps:
-        result.append(Spec("ddim", n, 0.0, f"DDIM-{n} eta 0", lambda s, n=n: DDIMSampler(s, n)))
-        result.append(
-            Spec("ddim", n, 1.0, f"DDIM-{n} eta 1", lambda s, n=n: DDIMSampler(s, n, eta=1.0))
-        )
+        for eta in etas:
+            result.append(
+                Spec(
+                    "ddim",
+                    n,
+                    eta,
+                    f"DDIM-{n} eta {eta:g}",
+                    lambda s, n=n, eta=eta: DDIMSampler(s, n, eta=eta),
+                )
+            )
         for b in eps_scales:
             result.append(
                 Spec(
@@ -103,6 +113,7 @@ def main() -> None:
     parser.add_argument("ckpt_path", help="a .ckpt file or a run folder (as diffusion-eval takes)")
     parser.add_argument("--n-per-class", type=int, default=50)
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 25, 100])
+    parser.add_argument("--etas", type=float, nargs="*", default=[0.0, 1.0])
     parser.add_argument("--eps-scales", type=float, nargs="*", default=[1.005])
     parser.add_argument("--guidance", type=float, nargs="+", default=[0.0])
     parser.add_argument("--dpm-nfe", type=int, nargs="*", default=[10, 15, 20])
@@ -130,7 +141,8 @@ def main() -> None:
     inputs = load_inputs(cfg)
     judge = train_judge(cfg, inputs)
     timesteps = inputs.module.schedule.timesteps
-    study = specs(args.steps, args.eps_scales, args.dpm_nfe, timesteps if args.ddpm else None)
+    ddpm_steps = timesteps if args.ddpm else None
+    study = specs(args.steps, args.etas, args.eps_scales, args.dpm_nfe, ddpm_steps)
     runs = [(guidance, spec) for spec in study for guidance in args.guidance[:1]]
     runs += [
         (guidance, spec)
