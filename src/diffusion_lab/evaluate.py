@@ -20,11 +20,8 @@ written atomically once everything is computed. All input is checked before the 
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,11 +39,18 @@ from diffusion_lab.evaluation.classifier import (
     ImageClassifier,
     check_training_options,
     train_classifier,
-    uint8_to_unit_range,
 )
 from diffusion_lab.evaluation.metrics import KID_SUBSETS, check_kid_subset_size
+from diffusion_lab.evaluation.real_sets import (
+    LabelledImages,
+    RealSets,
+    check_data_matches,
+    check_val_split,
+    choose_real_sets,
+    labelled_images,
+)
+from diffusion_lab.evaluation.report import plural, results_markdown, write_results
 from diffusion_lab.evaluation.study import (
-    ROW_FIELDS,
     SamplerSpec,
     real_row,
     run_study,
@@ -54,13 +58,9 @@ from diffusion_lab.evaluation.study import (
 )
 from diffusion_lab.lit_module import DiffusionModule
 from diffusion_lab.timing import device_name, timed
-from diffusion_lab.visualize import atomic_write
 
 log = logging.getLogger(__name__)
 
-CSV_FILE = "results.csv"
-MARKDOWN_FILE = "results.md"
-CSV_FIELDS = (*ROW_FIELDS, "judge_val_accuracy", "reference")
 
 
 # --- input ----------------------------------------------------------------------------------
@@ -91,162 +91,6 @@ def check_options(cfg: DictConfig) -> None:
     check_training_options(judge.epochs, judge.batch_size, judge.lr)
 
 
-def check_data_matches(
-    module: DiffusionModule, datamodule: DiffusionDataModule, ckpt: Path
-) -> None:
-    """The data must be what the checkpoint was trained on: same (C, H, W) and class names."""
-    data_shape = (datamodule.channels, datamodule.image_size, datamodule.image_size)
-    data_names = list(datamodule.class_names)
-    model_names = module.class_names  # empty only for a module built outside diffusion-train
-    names_differ = (
-        data_names != model_names if model_names else len(data_names) != module.num_classes
-    )
-    if data_shape != tuple(module.image_shape) or names_differ:
-        shown = model_names or f"{module.num_classes} unnamed classes"
-        raise ValueError(
-            f"the data ({datamodule.source.name}) gives images {data_shape} of the classes "
-            f"{data_names}, but the checkpoint {str(ckpt)!r} was trained on images "
-            f"{tuple(module.image_shape)} of the classes {shown}; pass the data options the "
-            "checkpoint was trained with (e.g. data=sprites, data.image_size=...)"
-        )
-
-
-# --- real images ----------------------------------------------------------------------------
-def labelled_images(dataset: torch.utils.data.TensorDataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """(uint8 images (N, C, H, W), class indices (N,)) of a split of (image, one-hot context)."""
-    images, contexts = dataset.tensors
-    return images, contexts.argmax(dim=1)
-
-
-@dataclass
-class RealSets:
-    """The real images the study compares against, both float (N, C, H, W) in [-1, 1].
-
-    ``reference`` is what every sampler's images are measured against; ``floor`` (with its class
-    ``floor_labels``) is a disjoint set of real images scored like a sampler's, or None when the
-    split is too small for two sets; ``split`` names where they came from and ``note`` says why.
-    """
-
-    split: str
-    reference: torch.Tensor
-    floor: torch.Tensor | None
-    floor_labels: torch.Tensor | None
-    note: str
-
-
-def choose_real_sets(
-    train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
-    num_generated: int,
-    seed: int,
-) -> RealSets:
-    """N = ``num_generated`` real images as the reference and N others as the floor, from the val
-    split when it holds 2N, else from the train split (which the judge has seen).
-
-    A split with fewer than 2N images gives a smaller reference (all it holds, up to N) and no
-    floor: a floor of another size than the generated sets would not be a fair one, FID being
-    biased by set size. The images are a seeded random choice: a seed always picks the same ones.
-    """
-    if len(val[0]) >= 2 * num_generated:
-        split, (images, labels) = "val", val
-        note = f"val split ({len(val[0])} images, unseen by the judge)"
-    else:
-        split, (images, labels) = "train", train
-        note = (
-            f"train split ({len(train[0])} images, which the judge was trained on): the val split "
-            f"holds {len(val[0])}, fewer than 2 x {num_generated} (reference + real row)"
-        )
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    reference = order[:num_generated]
-    floor = order[num_generated : 2 * num_generated] if len(order) >= 2 * num_generated else None
-    return RealSets(
-        split=split,
-        reference=uint8_to_unit_range(images[reference]),
-        floor=uint8_to_unit_range(images[floor]) if floor is not None else None,
-        floor_labels=labels[floor] if floor is not None else None,
-        note=note,
-    )
-
-
-# --- output ---------------------------------------------------------------------------------
-def _cell(value: Any, digits: int) -> str:
-    if value is None:
-        return ""
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
-
-
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The rows as a Markdown table: the real row first, then one line per sampler."""
-    lines = [
-        "| sampler | steps | eta | NFE | seconds | images/s | class accuracy | FID | KID (mean ± std) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        name = {"ddpm": "DDPM", "ddim": "DDIM"}.get(row["sampler"], row["sampler"])
-        cells = [
-            name,
-            _cell(row["steps"], 0),
-            _cell(row["eta"], 1),
-            _cell(row["nfe"], 0),
-            _cell(row["seconds"], 2),
-            _cell(row["images_per_second"], 1),
-            _cell(row["class_accuracy"], 3),
-            _cell(row["fid"], 3),
-            f"{row['kid_mean']:.4f} ± {row['kid_std']:.4f}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def results_markdown(
-    rows: Sequence[dict[str, Any]], cfg: DictConfig, inputs: Inputs, judge: JudgeReport, floor: str
-) -> str:
-    """results.md: what was compared, by which judge (and how far to trust it), then the table."""
-    module = inputs.module
-    lines = [
-        f"# Steps vs quality: {inputs.checkpoint}",
-        "",
-        f"- Judge: a CNN trained on {len(inputs.train[0])} real train images "
-        f"({_plural(cfg.classifier.epochs, 'epoch')}, {judge.seconds:.1f} s); "
-        f"**accuracy on {len(inputs.val[0])} held-out real (val) images: {judge.accuracy:.3f}**. "
-        "Class accuracy, FID and KID below are its verdicts; FID and KID are on its penultimate "
-        "features, not Inception's, so they compare only with runs judged the same way.",
-        f"- Generated: {cfg.n_per_class} images x {module.num_classes} classes = "
-        f"{inputs.num_generated} per sampler, the same noise and contexts for every sampler "
-        f"(seed {cfg.seed}), guidance {cfg.guidance_scale:g}, "
-        f"{'EMA' if cfg.use_ema else 'raw'} weights, T = {module.schedule.timesteps}, "
-        f"on {device_name(inputs.device)}.",
-        f"- Reference: {len(inputs.real.reference)} real images from the {inputs.real.note}. "
-        f"KID: {KID_SUBSETS} subsets of {cfg.kid_subset_size}.",
-        f"- {floor}",
-    ]
-    if inputs.skipped:
-        lines.append(f"- {inputs.skipped}")
-    return "\n".join([*lines, "", markdown_table(rows), ""])
-
-
-def write_results(
-    output_dir: Path, rows: Sequence[dict[str, Any]], markdown: str, extra: dict[str, Any]
-) -> tuple[Path, Path]:
-    """results.csv (:data:`CSV_FIELDS`, empty for None) and results.md, each written atomically."""
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(
-            {key: ("" if value is None else value) for key, value in {**row, **extra}.items()}
-        )
-    paths = (output_dir / CSV_FILE, output_dir / MARKDOWN_FILE)
-    for path, text in zip(paths, (table.getvalue(), markdown)):
-        with atomic_write(path) as stream:
-            stream.write(text.encode("utf-8"))
-    return paths
-
-
 # --- the run --------------------------------------------------------------------------------
 @dataclass
 class Inputs:
@@ -259,8 +103,8 @@ class Inputs:
     module: DiffusionModule
     specs: list[SamplerSpec]
     skipped: str
-    train: tuple[torch.Tensor, torch.Tensor]
-    val: tuple[torch.Tensor, torch.Tensor]
+    train: LabelledImages
+    val: LabelledImages
     real: RealSets
     num_generated: int
 
@@ -288,13 +132,17 @@ def load_inputs(cfg: DictConfig) -> Inputs:
     skipped_note = f"DDIM steps {skipped} skipped: above the checkpoint's T = {timesteps}."
     datamodule: DiffusionDataModule = instantiate(cfg.data)
     datamodule.setup()
-    check_data_matches(module, datamodule, checkpoint)
+    check_data_matches(
+        (datamodule.channels, datamodule.image_size, datamodule.image_size),
+        datamodule.class_names,
+        datamodule.source.name,
+        module.image_shape,
+        module.class_names,
+        module.num_classes,
+        str(checkpoint),
+    )
     train, val = labelled_images(datamodule.train_set), labelled_images(datamodule.val_set)
-    if len(val[0]) == 0:
-        raise ValueError(
-            "the judge needs held-out real images, but data.val_fraction=0 leaves no val split; "
-            "use a data.val_fraction > 0"
-        )
+    check_val_split(val)
     num_generated = cfg.n_per_class * module.num_classes
     real = choose_real_sets(train, val, num_generated, cfg.seed)
     check_kid_subset_size(cfg.kid_subset_size, len(real.reference), num_generated)
@@ -358,6 +206,28 @@ def floor_rows(
     return [row], note
 
 
+def study_notes(cfg: DictConfig, inputs: Inputs, judge: JudgeReport, floor: str) -> list[str]:
+    """The bullets of results.md: the judge (and how far to trust it), what was generated, the
+    reference, the real row, skipped samplers."""
+    module = inputs.module
+    return [
+        f"Judge: a CNN trained on {len(inputs.train[0])} real train images "
+        f"({plural(cfg.classifier.epochs, 'epoch')}, {judge.seconds:.1f} s); "
+        f"**accuracy on {len(inputs.val[0])} held-out real (val) images: {judge.accuracy:.3f}**. "
+        "Class accuracy, FID and KID below are its verdicts; FID and KID are on its penultimate "
+        "features, not Inception's, so they compare only with runs judged the same way.",
+        f"Generated: {cfg.n_per_class} images x {module.num_classes} classes = "
+        f"{inputs.num_generated} per sampler, the same noise and contexts for every sampler "
+        f"(seed {cfg.seed}), guidance {cfg.guidance_scale:g}, "
+        f"{'EMA' if cfg.use_ema else 'raw'} weights, T = {module.schedule.timesteps}, "
+        f"on {device_name(inputs.device)}.",
+        f"Reference: {len(inputs.real.reference)} real images from the {inputs.real.note}. "
+        f"KID: {KID_SUBSETS} subsets of {cfg.kid_subset_size}.",
+        floor,
+        inputs.skipped,
+    ]
+
+
 def run_evaluation(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Check the input, train the judge, run the study, then write results.csv and results.md.
 
@@ -380,7 +250,9 @@ def run_evaluation(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             kid_subset_size=cfg.kid_subset_size,
             device=inputs.device,
         )
-    markdown = results_markdown(rows, cfg, inputs, judge, floor_note)
+    markdown = results_markdown(
+        f"Steps vs quality: {inputs.checkpoint}", study_notes(cfg, inputs, judge, floor_note), rows
+    )
     extra = {"judge_val_accuracy": judge.accuracy, "reference": inputs.real.split}
     csv_path, markdown_path = write_results(Path(output_dir), rows, markdown, extra)
     print(markdown)
