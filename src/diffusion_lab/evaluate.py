@@ -35,11 +35,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from diffusion_lab import CONFIG_DIR
 from diffusion_lab.checkpoints import load_module, resolve_checkpoint, resolve_device
 from diffusion_lab.data import DiffusionDataModule
-from diffusion_lab.evaluation.classifier import (
-    ImageClassifier,
-    check_training_options,
-    train_classifier,
-)
+from diffusion_lab.evaluation.classifier import ImageClassifier
+from diffusion_lab.evaluation.judge_cache import Judge, JudgeOptions, get_judge
 from diffusion_lab.evaluation.metrics import KID_SUBSETS, check_kid_subset_size
 from diffusion_lab.evaluation.real_sets import (
     LabelledImages,
@@ -57,10 +54,9 @@ from diffusion_lab.evaluation.study import (
     sampler_specs,
 )
 from diffusion_lab.lit_module import DiffusionModule
-from diffusion_lab.timing import device_name, timed
+from diffusion_lab.timing import device_name
 
 log = logging.getLogger(__name__)
-
 
 
 # --- input ----------------------------------------------------------------------------------
@@ -87,8 +83,7 @@ def check_options(cfg: DictConfig) -> None:
     for name in ("use_ema", "ddpm"):
         if not isinstance(cfg[name], bool):
             raise ValueError(f"{name} must be true or false, got {cfg[name]!r}")
-    judge = cfg.classifier
-    check_training_options(judge.epochs, judge.batch_size, judge.lr)
+    judge_options(cfg)
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -107,15 +102,7 @@ class Inputs:
     val: LabelledImages
     real: RealSets
     num_generated: int
-
-
-@dataclass
-class JudgeReport:
-    """The trained judge, its accuracy on the val split and the seconds its training took."""
-
-    classifier: ImageClassifier
-    accuracy: float
-    seconds: float
+    class_names: list[str]
 
 
 def load_inputs(cfg: DictConfig) -> Inputs:
@@ -158,32 +145,28 @@ def load_inputs(cfg: DictConfig) -> Inputs:
         val=val,
         real=real,
         num_generated=num_generated,
+        class_names=list(datamodule.class_names),
     )
 
 
-def train_judge(cfg: DictConfig, inputs: Inputs) -> JudgeReport:
-    """The judge trained on the train split with ``cfg.classifier`` and ``cfg.seed``, checked on
-    the val split."""
-    (classifier, accuracy), seconds = timed(
-        lambda: train_classifier(
-            *inputs.train,
-            *inputs.val,
-            epochs=cfg.classifier.epochs,
-            batch_size=cfg.classifier.batch_size,
-            lr=cfg.classifier.lr,
-            seed=cfg.seed,
-            device=inputs.device,
-            num_classes=inputs.module.num_classes,
-        ),
+def judge_options(cfg: DictConfig) -> JudgeOptions:
+    """The judge's training options: ``cfg.classifier`` and the run's seed."""
+    judge = cfg.classifier
+    return JudgeOptions(judge.epochs, judge.batch_size, judge.lr, cfg.seed)
+
+
+def get_run_judge(cfg: DictConfig, inputs: Inputs) -> Judge:
+    """The judge of this data and split: from ``cfg.classifier.cache_dir``, else trained on the
+    train split with ``cfg.classifier`` and ``cfg.seed``, checked on the val split, and cached."""
+    return get_judge(
+        inputs.train,
+        inputs.val,
+        inputs.class_names,
+        judge_options(cfg),
+        cfg.classifier.cache_dir,
         inputs.device,
+        metadata={"checkpoint": str(inputs.checkpoint)},
     )
-    log.info(
-        "judge: val accuracy %.3f on %d real images (%.1f s)",
-        accuracy,
-        len(inputs.val[0]),
-        seconds,
-    )
-    return JudgeReport(classifier, accuracy, seconds)
 
 
 def floor_rows(
@@ -206,13 +189,14 @@ def floor_rows(
     return [row], note
 
 
-def study_notes(cfg: DictConfig, inputs: Inputs, judge: JudgeReport, floor: str) -> list[str]:
+def study_notes(cfg: DictConfig, inputs: Inputs, judge: Judge, floor: str) -> list[str]:
     """The bullets of results.md: the judge (and how far to trust it), what was generated, the
     reference, the real row, skipped samplers."""
     module = inputs.module
     return [
         f"Judge: a CNN trained on {len(inputs.train[0])} real train images "
-        f"({plural(cfg.classifier.epochs, 'epoch')}, {judge.seconds:.1f} s); "
+        f"({plural(cfg.classifier.epochs, 'epoch')}, {judge.seconds:.1f} s"
+        f"{'' if judge.trained else ', from the cache'}); "
         f"**accuracy on {len(inputs.val[0])} held-out real (val) images: {judge.accuracy:.3f}**. "
         "Class accuracy, FID and KID below are its verdicts; FID and KID are on its penultimate "
         "features, not Inception's, so they compare only with runs judged the same way.",
@@ -235,7 +219,7 @@ def run_evaluation(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     reference split and the paths written.
     """
     inputs = load_inputs(cfg)
-    judge = train_judge(cfg, inputs)
+    judge = get_run_judge(cfg, inputs)
     rows, floor_note = floor_rows(cfg, inputs, judge.classifier)
     with inputs.module.sampling_net(cfg.use_ema) as net:
         rows += run_study(
