@@ -1,21 +1,23 @@
-"""diffusion-eval: how sample quality depends on the sampler and its steps, for one checkpoint.
+"""diffusion-eval: sample quality of one checkpoint against the sampler and its steps.
 
-diffusion-eval ckpt_path=outputs/train/runs/<datetime>                    # digits, DDPM + DDIM
+diffusion-eval ckpt_path=outputs/train/runs/<datetime>                    # DDPM-T + DDIM panel
 diffusion-eval ckpt_path=<run> n_per_class=30 'ddim_steps=[10,25,50]' 'ddim_etas=[0.0,1.0]'
-diffusion-eval ckpt_path=<run> data=sprites                               # as the run was trained
+diffusion-eval ckpt_path=<run> sampler=ddim 'sampler.steps=[5,10,25]'     # one sampler, a grid
+diffusion-eval -m ckpt_path=<run> sampler=ddim sampler.steps=10,25,50     # one job per sampler
 
-1. The judge: a small CNN trained on the data's train split; its accuracy on the val split is
-   reported beside every result (a judge that misreads real images cannot grade generated ones).
+1. The judge: a small CNN trained on the data's train split (once per data set, split and options:
+   it is cached); its accuracy on the val split is reported beside every result.
 2. The reference: N = n_per_class x K real images from the val split, or from the train split
    when val holds fewer than 2N (so that a second, disjoint set of N real images gives the "real"
    row: what a perfect sampler would score with sets this size).
-3. The study: DDPM over all T steps and DDIM at every (steps, eta) denoise the same noise into the
-   same classes; each is timed, its network calls counted, and scored (class accuracy, FID, KID).
-   DDIM step counts above the checkpoint's T are skipped, with a note in the log and results.md.
+3. The study: every sampler of the panel (``sampler=...`` alone, else ``panel``: partial configs
+   as in conf/sampler/, list options expanded into a grid) denoises the same noise into the same
+   classes; each is timed, its network calls counted, and scored (class accuracy, FID, KID).
+   Step counts above the checkpoint's T are skipped, with a note in the log and results.md.
 
-Into the Hydra run folder: ``results.csv`` (one row per sampler, the judge's val accuracy in every
-row) and ``results.md`` (the same as a Markdown table, with the judge and the reference described),
-written atomically once everything is computed. All input is checked before the judge is trained.
+Into the Hydra run folder: ``results.csv``, ``results.md`` and ``results.png`` (quality against
+NFE and seconds), written atomically once everything is computed. All input is checked before
+the judge is trained. The work itself lives in evaluation/, shared with the quality callback.
 """
 
 from __future__ import annotations
@@ -30,14 +32,14 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab import CONFIG_DIR
 from diffusion_lab.checkpoints import load_module, resolve_checkpoint, resolve_device
-from diffusion_lab.data import DiffusionDataModule
-from diffusion_lab.evaluation.classifier import ImageClassifier
+from diffusion_lab.diffusion import Sampler
 from diffusion_lab.evaluation.judge_cache import Judge, JudgeOptions, get_judge
 from diffusion_lab.evaluation.metrics import KID_SUBSETS, check_kid_subset_size
+from diffusion_lab.evaluation.panel import PanelEntry, drop_steps_above, expand_panel
 from diffusion_lab.evaluation.real_sets import (
     LabelledImages,
     RealSets,
@@ -46,13 +48,14 @@ from diffusion_lab.evaluation.real_sets import (
     choose_real_sets,
     labelled_images,
 )
-from diffusion_lab.evaluation.report import plural, results_markdown, write_results
-from diffusion_lab.evaluation.study import (
-    SamplerSpec,
-    real_row,
-    run_study,
-    sampler_specs,
+from diffusion_lab.evaluation.report import (
+    PLOT_FILE,
+    plural,
+    results_markdown,
+    write_plot,
+    write_results,
 )
+from diffusion_lab.evaluation.study import real_row, run_study
 from diffusion_lab.lit_module import DiffusionModule
 from diffusion_lab.timing import device_name
 
@@ -60,16 +63,9 @@ log = logging.getLogger(__name__)
 
 
 # --- input ----------------------------------------------------------------------------------
-def _as_list(value: Any) -> list:
-    """A list field given as a list, or as one value (ddim_steps=25)."""
-    if isinstance(value, ListConfig):
-        return OmegaConf.to_container(value)
-    return list(value) if isinstance(value, list | tuple) else [value]
-
-
 def check_options(cfg: DictConfig) -> None:
-    """n_per_class an int >= 1, seed an int >= 0, guidance_scale a finite number >= 0, use_ema and
-    ddpm booleans, the judge's training options; sampler lists are checked by sampler_specs."""
+    """n_per_class an int >= 1, seed an int >= 0, guidance_scale a finite number >= 0, use_ema a
+    boolean, the judge's training options; the samplers check their own options."""
     n = cfg.n_per_class
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n_per_class must be an integer >= 1, got {n!r}")
@@ -80,44 +76,78 @@ def check_options(cfg: DictConfig) -> None:
         raise ValueError(f"guidance_scale must be a number >= 0, got {guidance!r}")
     if not math.isfinite(guidance):
         raise ValueError(f"guidance_scale must be finite, got {guidance!r}")
-    for name in ("use_ema", "ddpm"):
-        if not isinstance(cfg[name], bool):
-            raise ValueError(f"{name} must be true or false, got {cfg[name]!r}")
+    if not isinstance(cfg.use_ema, bool):
+        raise ValueError(f"use_ema must be true or false, got {cfg.use_ema!r}")
     judge_options(cfg)
+
+
+def judge_options(cfg: DictConfig) -> JudgeOptions:
+    """The judge's training options: ``cfg.classifier`` and the run's seed."""
+    judge = cfg.classifier
+    return JudgeOptions(judge.epochs, judge.batch_size, judge.lr, cfg.seed)
+
+
+def sampler_name(sampler_cfg: DictConfig) -> str:
+    """The name of ``sampler=<choice>`` in the tables: the group's choice (ddim, dpmpp, ...),
+    else (outside a Hydra run) the class name without "Sampler", lower case."""
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get("sampler")
+        if choice:
+            return str(choice)
+    return str(sampler_cfg._target_).rsplit(".", 1)[-1].removesuffix("Sampler").lower()
+
+
+def panel_configs(cfg: DictConfig) -> dict[str, Any]:
+    """name -> partial sampler config: ``sampler`` alone when one is chosen, else ``panel``."""
+    chosen = cfg.get("sampler")
+    if chosen is not None:
+        return {sampler_name(chosen): OmegaConf.to_container(chosen, resolve=True)}
+    return OmegaConf.to_container(cfg.panel, resolve=True)
+
+
+def build_samplers(
+    module: DiffusionModule, panel: dict[str, Any]
+) -> tuple[list[tuple[PanelEntry, Sampler]], str]:
+    """(every panel entry with its sampler on the module's schedule, the note on the entries left
+    out for taking more steps than T, or "")."""
+    timesteps = module.schedule.timesteps
+    entries, dropped = drop_steps_above(expand_panel(panel), timesteps)
+    samplers = [(entry, module.make_sampler(entry.config)) for entry in entries]
+    if not dropped:
+        return samplers, ""
+    labels = "; ".join(entry.label for entry in dropped)
+    return samplers, f"Skipped, more steps than the checkpoint's T = {timesteps}: {labels}."
 
 
 # --- the run --------------------------------------------------------------------------------
 @dataclass
 class Inputs:
     """Everything the run needs, checked: the module of ``checkpoint`` on ``device``, the samplers
-    (``skipped``: the note on DDIM steps above T, or ""), the labelled uint8 ``train`` and ``val``
-    splits, the ``real`` sets and the number of images each sampler generates."""
+    (``skipped``: the note on steps above T, or ""), the labelled uint8 ``train`` and ``val``
+    splits and their class names, the ``real`` sets and the number of images each sampler
+    generates."""
 
     checkpoint: Path
     device: torch.device
     module: DiffusionModule
-    specs: list[SamplerSpec]
+    samplers: list[tuple[PanelEntry, Sampler]]
     skipped: str
     train: LabelledImages
     val: LabelledImages
+    class_names: list[str]
     real: RealSets
     num_generated: int
-    class_names: list[str]
 
 
 def load_inputs(cfg: DictConfig) -> Inputs:
-    """Check every option, load the checkpoint and the data, and check that they match; nothing
-    expensive happens before all of it passed."""
+    """Check every option, load the checkpoint, build the samplers, load the data, and check
+    that they match; nothing expensive happens before all of it passed."""
     check_options(cfg)
     checkpoint = resolve_checkpoint(cfg.ckpt_path)
     device = resolve_device(cfg.device)
     module = load_module(checkpoint, device)
-    timesteps = module.schedule.timesteps
-    specs, skipped = sampler_specs(
-        timesteps, cfg.ddpm, _as_list(cfg.ddim_steps), _as_list(cfg.ddim_etas)
-    )
-    skipped_note = f"DDIM steps {skipped} skipped: above the checkpoint's T = {timesteps}."
-    datamodule: DiffusionDataModule = instantiate(cfg.data)
+    samplers, skipped = build_samplers(module, panel_configs(cfg))
+    datamodule = instantiate(cfg.data)
     datamodule.setup()
     check_data_matches(
         (datamodule.channels, datamodule.image_size, datamodule.image_size),
@@ -134,25 +164,19 @@ def load_inputs(cfg: DictConfig) -> Inputs:
     real = choose_real_sets(train, val, num_generated, cfg.seed)
     check_kid_subset_size(cfg.kid_subset_size, len(real.reference), num_generated)
     if skipped:
-        log.warning(skipped_note)
+        log.warning(skipped)
     return Inputs(
         checkpoint=checkpoint,
         device=device,
         module=module,
-        specs=specs,
-        skipped=skipped_note if skipped else "",
+        samplers=samplers,
+        skipped=skipped,
         train=train,
         val=val,
+        class_names=list(datamodule.class_names),
         real=real,
         num_generated=num_generated,
-        class_names=list(datamodule.class_names),
     )
-
-
-def judge_options(cfg: DictConfig) -> JudgeOptions:
-    """The judge's training options: ``cfg.classifier`` and the run's seed."""
-    judge = cfg.classifier
-    return JudgeOptions(judge.epochs, judge.batch_size, judge.lr, cfg.seed)
 
 
 def get_run_judge(cfg: DictConfig, inputs: Inputs) -> Judge:
@@ -169,9 +193,7 @@ def get_run_judge(cfg: DictConfig, inputs: Inputs) -> Judge:
     )
 
 
-def floor_rows(
-    cfg: DictConfig, inputs: Inputs, judge: ImageClassifier
-) -> tuple[list[dict[str, Any]], str]:
+def floor_rows(cfg: DictConfig, inputs: Inputs, judge: Judge) -> tuple[list[dict[str, Any]], str]:
     """([the real row] or [], the line of results.md that explains it)."""
     real = inputs.real
     if real.floor is None:
@@ -180,7 +202,12 @@ def floor_rows(
             f"2 x {inputs.num_generated} images."
         )
     row = real_row(
-        judge, real.reference, real.floor, real.floor_labels, cfg.kid_subset_size, cfg.seed
+        judge.classifier,
+        real.reference,
+        real.floor,
+        real.floor_labels,
+        cfg.kid_subset_size,
+        cfg.seed,
     )
     note = (
         f"Row `real`: {len(real.floor)} other real images from the {real.split} split, scored "
@@ -193,10 +220,10 @@ def study_notes(cfg: DictConfig, inputs: Inputs, judge: Judge, floor: str) -> li
     """The bullets of results.md: the judge (and how far to trust it), what was generated, the
     reference, the real row, skipped samplers."""
     module = inputs.module
+    cached = "" if judge.trained else f", from the cache {judge.path}"
     return [
         f"Judge: a CNN trained on {len(inputs.train[0])} real train images "
-        f"({plural(cfg.classifier.epochs, 'epoch')}, {judge.seconds:.1f} s"
-        f"{'' if judge.trained else ', from the cache'}); "
+        f"({plural(cfg.classifier.epochs, 'epoch')}, {judge.seconds:.1f} s{cached}); "
         f"**accuracy on {len(inputs.val[0])} held-out real (val) images: {judge.accuracy:.3f}**. "
         "Class accuracy, FID and KID below are its verdicts; FID and KID are on its penultimate "
         "features, not Inception's, so they compare only with runs judged the same way.",
@@ -213,19 +240,19 @@ def study_notes(cfg: DictConfig, inputs: Inputs, judge: Judge, floor: str) -> li
 
 
 def run_evaluation(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    """Check the input, train the judge, run the study, then write results.csv and results.md.
+    """Check the input, get the judge, run the study, then write results.csv, results.md and
+    results.png.
 
     Returns the rows (the real row first when there is one), the judge's val accuracy, the
     reference split and the paths written.
     """
     inputs = load_inputs(cfg)
     judge = get_run_judge(cfg, inputs)
-    rows, floor_note = floor_rows(cfg, inputs, judge.classifier)
+    rows, floor_note = floor_rows(cfg, inputs, judge)
     with inputs.module.sampling_net(cfg.use_ema) as net:
         rows += run_study(
             net,
-            inputs.module.schedule,
-            inputs.specs,
+            inputs.samplers,
             judge.classifier,
             inputs.real.reference,
             cfg.n_per_class,
@@ -234,19 +261,20 @@ def run_evaluation(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             kid_subset_size=cfg.kid_subset_size,
             device=inputs.device,
         )
-    markdown = results_markdown(
-        f"Steps vs quality: {inputs.checkpoint}", study_notes(cfg, inputs, judge, floor_note), rows
-    )
+    title = f"Sample quality: {inputs.checkpoint}"
+    markdown = results_markdown(title, study_notes(cfg, inputs, judge, floor_note), rows)
     extra = {"judge_val_accuracy": judge.accuracy, "reference": inputs.real.split}
     csv_path, markdown_path = write_results(Path(output_dir), rows, markdown, extra)
+    plot_path = write_plot(Path(output_dir) / PLOT_FILE, rows, title)
     print(markdown)
-    log.info("wrote %s and %s", csv_path, markdown_path)
+    log.info("wrote %s, %s and %s", csv_path, markdown_path, plot_path)
     return {
         "rows": rows,
         "judge_val_accuracy": judge.accuracy,
         "reference": inputs.real.split,
         "csv": csv_path,
         "markdown": markdown_path,
+        "plot": plot_path,
     }
 
 

@@ -12,11 +12,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
 from diffusion_lab.evaluation.study import ROW_FIELDS
 from diffusion_lab.visualize import atomic_write
 
 CSV_FILE = "results.csv"
 MARKDOWN_FILE = "results.md"
+PLOT_FILE = "results.png"
+PLOTTED = (("class_accuracy", "class accuracy (judge)"), ("fid", "FID (judge features)"))
+COSTS = (("nfe", "network calls (NFE)"), ("seconds", "seconds"))
 CSV_FIELDS = (*ROW_FIELDS, "judge_val_accuracy", "reference")
 
 
@@ -34,15 +40,13 @@ def plural(count: int, noun: str) -> str:
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as a Markdown table: the real row first, then one line per sampler."""
     lines = [
-        "| sampler | steps | eta | NFE | seconds | images/s | class accuracy | FID | KID (mean ± std) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| sampler | options | NFE | seconds | images/s | class accuracy | FID | KID (mean ± std) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        name = {"ddpm": "DDPM", "ddim": "DDIM"}.get(row["sampler"], row["sampler"])
         cells = [
-            name,
-            _cell(row["steps"], 0),
-            _cell(row["eta"], 1),
+            row["sampler"],
+            row["options"] or "",
             _cell(row["nfe"], 0),
             _cell(row["seconds"], 2),
             _cell(row["images_per_second"], 1),
@@ -78,3 +82,48 @@ def write_results(
         with atomic_write(path) as stream:
             stream.write(text.encode("utf-8"))
     return paths
+
+
+def plot_line(row: dict[str, Any]) -> str:
+    """The line a row belongs to: its sampler and every option but the step count."""
+    rest = [item for item in (row["options"] or "").split(", ") if item and "steps=" not in item]
+    return f"{row['sampler']} ({', '.join(rest)})" if rest else row["sampler"]
+
+
+def results_figure(rows: Sequence[dict[str, Any]], title: str = "") -> Figure:
+    """Class accuracy and FID (rows of the figure) against NFE and seconds (columns): one line
+    per sampler family and its options other than steps, points ordered by NFE; the real row, if
+    there is one, as a dashed horizontal line (what real images score with sets this size)."""
+    figure = Figure(figsize=(10, 7), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(PLOTTED), len(COSTS), squeeze=False)
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["sampler"] != "real":
+            lines.setdefault(plot_line(row), []).append(row)
+    real = next((row for row in rows if row["sampler"] == "real"), None)
+    for (metric, metric_label), row_axes in zip(PLOTTED, axes):
+        for (cost, cost_label), ax in zip(COSTS, row_axes):
+            for label, points in lines.items():
+                points = sorted(points, key=lambda point: point["nfe"])
+                xs, ys = [p[cost] for p in points], [p[metric] for p in points]
+                ax.plot(xs, ys, marker="o", label=label)
+            if real is not None:
+                ax.axhline(real[metric], color="grey", linestyle="--", label="real images")
+            ax.set_xscale("log")
+            ax.set_xlabel(cost_label)
+            ax.set_ylabel(metric_label)
+            ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize="small")
+    if title:
+        figure.suptitle(title, fontsize="medium")
+    return figure
+
+
+def write_plot(path: Path, rows: Sequence[dict[str, Any]], title: str = "") -> Path:
+    """results.png of :func:`results_figure`, written atomically."""
+    buffer = io.BytesIO()
+    results_figure(rows, title).savefig(buffer, format="png", dpi=100)
+    with atomic_write(path) as stream:
+        stream.write(buffer.getvalue())
+    return Path(path)
