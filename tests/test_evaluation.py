@@ -327,7 +327,11 @@ def compose_evaluate(*overrides: str):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["data.image_size=32"], r"images \(1, 32, 32\) .* trained on images \(1, 16, 16\)"),
+        (["+data.image_size=32"], r"data.image_size=32 but the digits source gives 16x16"),
+        (
+            ["+data.image_size=32", "+data.source.image_size=32"],
+            r"images \(1, 32, 32\) .* trained on images \(1, 16, 16\)",
+        ),
         (["data=sprites"], r"classes \['hero', .* of the classes \['0', '1'"),
         (["n_per_class=4", "kid_subset_size=50"], r"kid_subset_size=50 .* 40 generated"),
         (["ddim_steps=[50]", "panel.ddpm=null"], r"no sampler to study"),
@@ -335,9 +339,17 @@ def compose_evaluate(*overrides: str):
             ["sampler=ddim", "sampler.steps=5", "sampler.eta=2"],
             r"DDIM eta must be in \[0, 1\], got 2",
         ),
-        (["data.val_fraction=0"], r"needs held-out real images"),
+        (["+data.val_fraction=0"], r"needs held-out real images"),
     ],
-    ids=["image-size", "sprites-data", "kid-subset", "no-sampler", "bad-eta", "no-val-split"],
+    ids=[
+        "image-size",
+        "model-shape",
+        "sprites-data",
+        "kid-subset",
+        "no-sampler",
+        "bad-eta",
+        "no-val-split",
+    ],
 )
 def test_bad_input_fails_before_any_result_is_written(
     tmp_path, trained_run, sprites_root, overrides, message

@@ -3,8 +3,12 @@
 diffusion-eval ckpt_path=outputs/train/runs/<datetime>                    # DDPM-T + DDIM panel
 diffusion-eval ckpt_path=<run> n_per_class=30 'ddim_steps=[10,25,50]' 'ddim_etas=[0.0,1.0]'
 diffusion-eval ckpt_path=<run> sampler=ddim 'sampler.steps=[5,10,25]'     # one sampler, a grid
+diffusion-eval ckpt_path=<run> +data.val_fraction=0.1                      # one data value changed
 diffusion-eval -m ckpt_path=<run> sampler=ddim sampler.steps=10,25,50     # one job per sampler
 
+0. The data: as the checkpoint was trained (its stored data config, or its run folder's
+   .hydra/config.yaml), so the judge never sees a different split than training held out;
+   ``data=<group>`` replaces it, ``+data.<key>=...`` changes one value; both are reported.
 1. The judge: a small CNN trained on the data's train split (once per data set, split and options:
    it is cached); its accuracy on the val split is reported beside every result.
 2. The reference: N = n_per_class x K real images from the val split, or from the train split
@@ -57,6 +61,7 @@ from diffusion_lab.evaluation.report import (
 )
 from diffusion_lab.evaluation.study import real_row, run_study
 from diffusion_lab.lit_module import DiffusionModule
+from diffusion_lab.run_config import DataChoice, choose_data
 from diffusion_lab.timing import device_name
 
 log = logging.getLogger(__name__)
@@ -123,7 +128,8 @@ def build_samplers(
 @dataclass
 class Inputs:
     """Everything the run needs, checked: the module of ``checkpoint`` on ``device``, the samplers
-    (``skipped``: the note on steps above T, or ""), the labelled uint8 ``train`` and ``val``
+    (``skipped``: the note on steps above T, or ""), the ``data`` config used (and what was
+    overridden of the trained one), the labelled uint8 ``train`` and ``val``
     splits and their class names, the ``real`` sets and the number of images each sampler
     generates."""
 
@@ -132,6 +138,7 @@ class Inputs:
     module: DiffusionModule
     samplers: list[tuple[PanelEntry, Sampler]]
     skipped: str
+    data: DataChoice
     train: LabelledImages
     val: LabelledImages
     class_names: list[str]
@@ -147,7 +154,14 @@ def load_inputs(cfg: DictConfig) -> Inputs:
     device = resolve_device(cfg.device)
     module = load_module(checkpoint, device)
     samplers, skipped = build_samplers(module, panel_configs(cfg))
-    datamodule = instantiate(cfg.data)
+    given = cfg.get("data")
+    data = choose_data(
+        checkpoint,
+        module.hparams.get("data"),
+        OmegaConf.to_container(given, resolve=True) if given is not None else None,
+    )
+    log.info(data.note)
+    datamodule = instantiate(data.config)
     datamodule.setup()
     check_data_matches(
         (datamodule.channels, datamodule.image_size, datamodule.image_size),
@@ -171,6 +185,7 @@ def load_inputs(cfg: DictConfig) -> Inputs:
         module=module,
         samplers=samplers,
         skipped=skipped,
+        data=data,
         train=train,
         val=val,
         class_names=list(datamodule.class_names),
@@ -222,6 +237,7 @@ def study_notes(cfg: DictConfig, inputs: Inputs, judge: Judge, floor: str) -> li
     module = inputs.module
     cached = "" if judge.trained else f", from the cache {judge.path}"
     return [
+        inputs.data.note,
         f"Judge: a CNN trained on {len(inputs.train[0])} real train images "
         f"({plural(cfg.classifier.epochs, 'epoch')}, {judge.seconds:.1f} s{cached}); "
         f"**accuracy on {len(inputs.val[0])} held-out real (val) images: {judge.accuracy:.3f}**. "

@@ -59,6 +59,8 @@ class DiffusionModule(L.LightningModule):
         ema_decay: EMA decay; the EMA weights are used for validation and sampling.
         val_seed: seed of the fixed noise and timesteps used for the validation loss, so it is
             comparable across epochs and runs.
+        data: the data config the module is trained with (stored only: diffusion-eval judges a
+            checkpoint on the same data and split); None when unknown.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class DiffusionModule(L.LightningModule):
         min_snr_gamma: float = 5.0,
         ema_decay: float = 0.995,
         val_seed: int = 1234,
+        data: Mapping | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= context_dropout < 1.0:
@@ -97,6 +100,7 @@ class DiffusionModule(L.LightningModule):
                 "min_snr_gamma": min_snr_gamma,
                 "ema_decay": ema_decay,
                 "val_seed": val_seed,
+                "data": _plain(data),
             }
         )
         self.net = instantiate(self.hparams.net)
