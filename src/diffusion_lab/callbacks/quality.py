@@ -22,6 +22,7 @@ from diffusion_lab.evaluation.judge_cache import Judge, JudgeOptions, get_judge
 from diffusion_lab.evaluation.panel import PanelEntry
 from diffusion_lab.evaluation.real_sets import RealSets, choose_real_sets, labelled_images
 from diffusion_lab.evaluation.study import run_study
+from diffusion_lab.progress import ProgressFactory, track, trainer_progress
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ class QualityPanel(L.Callback):
             self.cache_dir,
             pl_module.device,
             metadata={"data": pl_module.hparams.get("data")},
+            progress=trainer_progress(trainer),
         )
         log.info(
             "quality judge: val accuracy %.3f on %d real images (%s)",
@@ -182,10 +184,14 @@ class QualityPanel(L.Callback):
         if not self._prepare(trainer, pl_module):
             return
         panel = {**self.samplers, **(self.final_samplers if last else {})}
-        self.score(pl_module, panel)
+        self.score(pl_module, panel, trainer_progress(trainer))
 
-    def score(self, pl_module, panel: Mapping[str, Sampler]) -> dict[str, dict[str, Any]]:
-        """Run the study on ``panel`` (name -> sampler) and log each entry's scores."""
+    def score(
+        self, pl_module, panel: Mapping[str, Sampler], progress: ProgressFactory = track
+    ) -> dict[str, dict[str, Any]]:
+        """Run the study on ``panel`` (name -> sampler) and log each entry's scores; the
+        sampling's progress goes to ``progress`` (in training: the trainer's display or log
+        lines)."""
         entries = [(PanelEntry(name), sampler) for name, sampler in panel.items()]
         with pl_module.sampling_net(self.use_ema) as net:
             rows = run_study(
@@ -198,6 +204,7 @@ class QualityPanel(L.Callback):
                 guidance_scale=self.guidance_scale,
                 kid_subset_size=self.kid_subset_size,
                 device=pl_module.device,
+                progress=progress,
             )
         for name, row in zip(panel, rows):
             metrics = {

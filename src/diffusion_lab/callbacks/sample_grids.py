@@ -13,6 +13,8 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
 from diffusion_lab.diffusion import DDIMSampler, DDPMSampler, Sampler
+from diffusion_lab.diffusion.samplers import StepCallback
+from diffusion_lab.progress import ProgressFactory, track, trainer_progress
 from diffusion_lab.timing import timed
 from diffusion_lab.visualize import labelled_grid, save_gif, save_image, side_by_side
 
@@ -26,12 +28,20 @@ def one_hot_rows(num_classes: int, per_class: int) -> torch.Tensor:
 
 
 def timed_sample(
-    module, sampler: Sampler, noise: torch.Tensor, contexts: torch.Tensor, guidance_scale: float
+    module,
+    sampler: Sampler,
+    noise: torch.Tensor,
+    contexts: torch.Tensor,
+    guidance_scale: float,
+    on_step: StepCallback | None = None,
 ) -> tuple[torch.Tensor, float]:
-    """(images, wall seconds) for one sampler run on the module's EMA weights."""
+    """(images, wall seconds) for one sampler run on the module's EMA weights; ``on_step`` is
+    the sampler's per-step hook (progress)."""
     contexts = contexts.to(module.device)
     return timed(
-        lambda: module.sample(contexts, noise, sampler=sampler, guidance_scale=guidance_scale),
+        lambda: module.sample(
+            contexts, noise, sampler=sampler, guidance_scale=guidance_scale, on_step=on_step
+        ),
         module.device,
     )
 
@@ -110,12 +120,15 @@ class SampleGrids(L.Callback):
         if not trainer.is_global_zero or not ((epoch + 1) % self.every_n_epochs == 0 or last):
             return
         noise = self.noise.to(pl_module.device)
-        ddpm_images, ddpm_seconds = timed_sample(
-            pl_module, self.ddpm, noise, self.contexts, self.guidance_scale
-        )
-        ddim_images, ddim_seconds = timed_sample(
-            pl_module, self.ddim, noise, self.contexts, self.guidance_scale
-        )
+        progress = trainer_progress(trainer)
+        with progress(f"grid DDPM-{self.ddpm.nfe}") as bar:
+            ddpm_images, ddpm_seconds = timed_sample(
+                pl_module, self.ddpm, noise, self.contexts, self.guidance_scale, bar.on_step
+            )
+        with progress(f"grid DDIM-{self.ddim.nfe}") as bar:
+            ddim_images, ddim_seconds = timed_sample(
+                pl_module, self.ddim, noise, self.contexts, self.guidance_scale, bar.on_step
+            )
         ddpm_title = f"DDPM {self.ddpm.nfe} steps, {ddpm_seconds:.1f} s"
         ddim_title = f"DDIM {self.ddim.nfe} steps (eta {self.ddim_eta:g}), {ddim_seconds:.1f} s"
         caption = f"epoch {epoch}, EMA weights, guidance {self.guidance_scale:g}: same noise"
@@ -143,14 +156,16 @@ class SampleGrids(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         if not self.animate or not trainer.is_global_zero:
             return
-        frames = self.animation(pl_module)
+        frames = self.animation(pl_module, trainer_progress(trainer))
         self.last_gif = save_gif(frames, self.output_dir / "denoising.gif")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_video("denoising", [str(self.last_gif)], caption=["DDPM | DDIM"])
         log.info("wrote %s", self.last_gif)
 
-    def _trajectory(self, pl_module, sampler: Sampler) -> tuple[torch.Tensor, list[int]]:
+    def _trajectory(
+        self, pl_module, sampler: Sampler, progress: ProgressFactory = track
+    ) -> tuple[torch.Tensor, list[int]]:
         every = max(1, sampler.nfe // self.animation_frames)
         # the GIF shows the first ANIMATION_COLUMNS images of each row: the full grid in every
         # frame would make a file of several MB (noise compresses badly)
@@ -158,13 +173,16 @@ class SampleGrids(L.Callback):
         keep = torch.arange(len(self.noise)).view(-1, self.samples_per_class)[:, :columns].flatten()
         noise = self.noise[keep].to(pl_module.device)
         contexts = self.contexts[keep].to(pl_module.device)
-        with pl_module.sampling_net(use_ema=True) as net:
-            return sampler.trajectory(net, noise, every, contexts, self.guidance_scale)
+        name = type(sampler).__name__.removesuffix("Sampler")
+        with pl_module.sampling_net(use_ema=True) as net, progress(f"GIF {name}") as bar:
+            return sampler.trajectory(
+                net, noise, every, contexts, self.guidance_scale, on_step=bar.on_step
+            )
 
-    def animation(self, pl_module) -> list[Image.Image]:
+    def animation(self, pl_module, progress: ProgressFactory = track) -> list[Image.Image]:
         """GIF frames: DDPM and DDIM denoising the same noise side by side."""
-        ddpm_frames, ddpm_times = self._trajectory(pl_module, self.ddpm)
-        ddim_frames, ddim_times = self._trajectory(pl_module, self.ddim)
+        ddpm_frames, ddpm_times = self._trajectory(pl_module, self.ddpm, progress)
+        ddim_frames, ddim_times = self._trajectory(pl_module, self.ddim, progress)
         count = max(len(ddpm_times), len(ddim_times))
         pictures = []
         for index in range(count):

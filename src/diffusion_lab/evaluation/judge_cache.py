@@ -33,12 +33,12 @@ import torch
 
 from diffusion_lab import __version__
 from diffusion_lab.evaluation.classifier import (
-    EpochCallback,
     ImageClassifier,
     check_training_options,
     train_classifier,
 )
 from diffusion_lab.evaluation.real_sets import LabelledImages
+from diffusion_lab.progress import ProgressFactory, track
 from diffusion_lab.timing import timed
 from diffusion_lab.visualize import atomic_write
 
@@ -166,14 +166,14 @@ def get_judge(
     cache_dir: str | Path | None,
     device: torch.device | str = "cpu",
     metadata: Mapping[str, Any] | None = None,
-    on_epoch: EpochCallback | None = None,
+    progress: ProgressFactory = track,
 ) -> Judge:
     """The judge for these splits and options: from ``cache_dir`` when a valid entry is there,
     else trained (``train_classifier`` on ``train``, accuracy on ``val``) and stored there.
 
     ``train`` and ``val`` are (uint8 images (N, C, H, W), classes (N,)); ``metadata`` (e.g. the
     data config) is written into a new entry's header for people reading the cache; ``cache_dir``
-    None trains every time. ``on_epoch`` reports the training's progress.
+    None trains every time. ``progress(label)`` shows the training's epochs.
     """
     device = torch.device(device)
     key, fields = judge_key(train, val, class_names, options)
@@ -186,20 +186,21 @@ def get_judge(
         else:
             log.info("judge from the cache: %s (val accuracy %.3f)", path, judge.accuracy)
             return judge
-    (classifier, accuracy), seconds = timed(
-        lambda: train_classifier(
-            *train,
-            *val,
-            epochs=options.epochs,
-            batch_size=options.batch_size,
-            lr=options.lr,
-            seed=options.seed,
-            device=device,
-            num_classes=len(class_names),
-            on_epoch=on_epoch,
-        ),
-        device,
-    )
+    with progress(f"judge ({options.epochs} epochs)") as bar:
+        (classifier, accuracy), seconds = timed(
+            lambda: train_classifier(
+                *train,
+                *val,
+                epochs=options.epochs,
+                batch_size=options.batch_size,
+                lr=options.lr,
+                seed=options.seed,
+                device=device,
+                num_classes=len(class_names),
+                on_epoch=bar.on_epoch,
+            ),
+            device,
+        )
     judge = Judge(classifier, accuracy, seconds, True, path)
     log.info(
         "judge trained: val accuracy %.3f on %d real images (%.1f s)",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ from diffusion_lab.evaluation.metrics import (
     feature_distances,
 )
 from diffusion_lab.evaluation.panel import PanelEntry
+from diffusion_lab.progress import ProgressFactory, track
 from diffusion_lab.timing import timed
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,7 @@ def run_study(
     guidance_scale: float = 0.0,
     kid_subset_size: int = 100,
     device: torch.device | str | None = None,
+    progress: ProgressFactory = track,
 ) -> list[dict[str, Any]]:
     """Sample with every sampler from the same noise and contexts, time it, score it.
 
@@ -102,7 +105,8 @@ def run_study(
     one-hot contexts for ``n_per_class`` images of each of the judge's K classes
     (:func:`study_inputs` with ``seed``), and the same CPU generator (seeded ``seed + 1``) for the
     noise it adds on the way (DDPM, DDIM with eta > 0). The judge scores the images against their
-    classes and against ``real_images`` (M, C, H, W) in [-1, 1].
+    classes and against ``real_images`` (M, C, H, W) in [-1, 1]. ``progress(label)`` shows each
+    sampler's steps (default: a rich bar in a terminal, else log lines).
 
     Returns one row per sampler with :data:`ROW_FIELDS`: sampler (the entry's family), options
     (its options as text), steps (the sampler's ``steps``, else its NFE: T for DDPM), eta (the
@@ -125,10 +129,9 @@ def run_study(
     for entry, sampler in samplers:
         generator = torch.Generator().manual_seed(seed + 1)
         counter = NFECounter(net)
-        images, seconds = timed(
-            lambda: sampler.sample(counter, noise, contexts, guidance_scale, generator),  # noqa: B023
-            device,
-        )
+        with progress(entry.label) as bar:
+            run = partial(sampler.sample, counter, noise, contexts, guidance_scale, generator)
+            images, seconds = timed(partial(run, on_step=bar.on_step), device)
         images = images.float().cpu()
         row = {
             "sampler": entry.family,
