@@ -18,11 +18,13 @@ from typing import Any
 import lightning as L
 
 from diffusion_lab.diffusion import NoiseSchedule, Sampler
+from diffusion_lab.evaluation.classifier import MIN_HEIGHT
 from diffusion_lab.evaluation.judge_cache import Judge, JudgeOptions, get_judge
 from diffusion_lab.evaluation.panel import PanelEntry
 from diffusion_lab.evaluation.real_sets import RealSets, choose_real_sets, labelled_images
 from diffusion_lab.evaluation.study import run_study
 from diffusion_lab.progress import ProgressFactory, track, trainer_progress
+from diffusion_lab.timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,18 @@ class QualityPanel(L.Callback):
         return factory(pl_module.schedule)
 
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        height = pl_module.image_shape[1]
+        if height < MIN_HEIGHT or pl_module.num_classes < 2:
+            log.warning(
+                "callbacks.quality is off for this run: its judge needs images of at least "
+                "%dx%d and 2 classes, the data has %dx%d and %d",
+                MIN_HEIGHT,
+                MIN_HEIGHT,
+                height,
+                height,
+                pl_module.num_classes,
+            )
+            self.enabled = False
         # build now, so that a bad sampler option fails before the first epoch, not after it
         self.samplers = {n: self._build(pl_module, f) for n, f in self.factories.items()}
         self.final_samplers = {
@@ -184,7 +198,15 @@ class QualityPanel(L.Callback):
         if not self._prepare(trainer, pl_module):
             return
         panel = {**self.samplers, **(self.final_samplers if last else {})}
-        self.score(pl_module, panel, trainer_progress(trainer))
+        _, seconds = timed(
+            lambda: self.score(pl_module, panel, trainer_progress(trainer)), pl_module.device
+        )
+        log.info(
+            "quality panel after epoch %d (%s): %.1f s, sampling and scoring",
+            trainer.current_epoch,
+            ", ".join(panel),
+            seconds,
+        )
 
     def score(
         self, pl_module, panel: Mapping[str, Sampler], progress: ProgressFactory = track
