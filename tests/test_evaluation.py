@@ -32,6 +32,7 @@ from diffusion_lab.evaluation import (
     train_classifier,
 )
 from diffusion_lab.evaluation.classifier import uint8_to_unit_range
+from diffusion_lab.evaluation.report import plot_lines
 from diffusion_lab.evaluation.study import ROW_FIELDS, study_inputs
 
 # a tiny net gains nothing from threads, and two processes that each spin two on two cores run
@@ -363,3 +364,16 @@ def test_bad_input_fails_before_any_result_is_written(
     for name in RESULT_FILES:
         assert not (output_dir / name).exists(), name
     assert not output_dir.exists() or not list(output_dir.iterdir())
+
+
+def test_plot_lines_are_one_per_family_and_non_step_options_labelled_by_what_differs():
+    rows = [{"sampler": "real", "options": None}]
+    for steps, eta in ((10, 0.0), (10, 1.0), (25, 0.0), (25, 1.0)):
+        rows.append({"sampler": "ddim", "options": f"steps={steps}, eta={eta}, clip=False"})
+    rows.append({"sampler": "ddpm", "options": "variance=beta, clip=False"})
+    lines = plot_lines(rows)
+    assert list(lines) == ["ddim (eta=0.0)", "ddim (eta=1.0)", "ddpm"]
+    assert [row["options"] for row in lines["ddim (eta=1.0)"]] == [
+        "steps=10, eta=1.0, clip=False",
+        "steps=25, eta=1.0, clip=False",
+    ]

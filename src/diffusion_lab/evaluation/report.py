@@ -84,23 +84,40 @@ def write_results(
     return paths
 
 
-def plot_line(row: dict[str, Any]) -> str:
-    """The line a row belongs to: its sampler and every option but the step count."""
-    rest = [item for item in (row["options"] or "").split(", ") if item and "steps=" not in item]
-    return f"{row['sampler']} ({', '.join(rest)})" if rest else row["sampler"]
+def _option_items(row: dict[str, Any]) -> list[str]:
+    return [item for item in (row["options"] or "").split(", ") if item]
+
+
+def plot_lines(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The samplers' rows grouped into plot lines: one per sampler family and its options other
+    than the step count, labelled with the options that differ between its lines (``ddim
+    (eta=1.0)``); the real row is left out."""
+    samplers = [row for row in rows if row["sampler"] != "real"]
+    shared: dict[str, set[str]] = {}
+    for row in samplers:
+        items = set(_option_items(row))
+        shared[row["sampler"]] = shared.get(row["sampler"], items) & items
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for row in samplers:
+        rest = [
+            item
+            for item in _option_items(row)
+            if not item.startswith("steps=") and item not in shared[row["sampler"]]
+        ]
+        label = f"{row['sampler']} ({', '.join(rest)})" if rest else row["sampler"]
+        lines.setdefault(label, []).append(row)
+    return lines
 
 
 def results_figure(rows: Sequence[dict[str, Any]], title: str = "") -> Figure:
     """Class accuracy and FID (rows of the figure) against NFE and seconds (columns): one line
-    per sampler family and its options other than steps, points ordered by NFE; the real row, if
+    per sampler family and its options other than steps (:func:`plot_lines`), points ordered by
+    NFE; the real row, if
     there is one, as a dashed horizontal line (what real images score with sets this size)."""
     figure = Figure(figsize=(10, 7), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(PLOTTED), len(COSTS), squeeze=False)
-    lines: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        if row["sampler"] != "real":
-            lines.setdefault(plot_line(row), []).append(row)
+    lines = plot_lines(rows)
     real = next((row for row in rows if row["sampler"] == "real"), None)
     for (metric, metric_label), row_axes in zip(PLOTTED, axes):
         for (cost, cost_label), ax in zip(COSTS, row_axes):
