@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -32,6 +33,19 @@ CIFAR10_TRAIN_BATCHES = ["data_batch_1", "data_batch_2", "data_batch_3", "data_b
 CIFAR10_TRAIN_BATCHES += ["data_batch_5"]
 
 FOLDER_IMAGE_SIZES = {"cat": [(20, 20), (31, 17), (8, 12)], "dog": [(32, 32), (5, 40)]}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def judge_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory):
+    """The judges that diffusion-eval and the quality callback cache go to a folder of this test
+    session (shared by its subprocesses), never to the user's ~/.cache/diffusion-lab."""
+    previous = os.environ.get("DIFFUSION_LAB_CACHE")
+    os.environ["DIFFUSION_LAB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("DIFFUSION_LAB_CACHE", None)
+    else:
+        os.environ["DIFFUSION_LAB_CACHE"] = previous
 
 
 @pytest.fixture

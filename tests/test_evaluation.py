@@ -14,29 +14,46 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from PIL import Image
 from test_train import run_train
 
 from diffusion_lab import CONFIG_DIR
 from diffusion_lab.checkpoints import load_module, resolve_checkpoint
 from diffusion_lab.data import DigitsSource
-from diffusion_lab.evaluate import run_evaluation
+from diffusion_lab.diffusion import DDIMSampler
+from diffusion_lab.evaluate import build_samplers, run_evaluation
 from diffusion_lab.evaluation import (
     ImageClassifier,
-    SamplerSpec,
     class_accuracy,
+    drop_steps_above,
+    expand_panel,
     feature_distances,
     run_study,
-    sampler_specs,
     train_classifier,
 )
 from diffusion_lab.evaluation.classifier import uint8_to_unit_range
+from diffusion_lab.evaluation.report import plot_lines
 from diffusion_lab.evaluation.study import ROW_FIELDS, study_inputs
 
 # a tiny net gains nothing from threads, and two processes that each spin two on two cores run
 # several times slower (as in test_notebooks)
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 TINY_T = 20  # the tiny checkpoint's scheduler.timesteps (test_train.TINY)
-RESULT_FILES = ("results.csv", "results.md")
+RESULT_FILES = ("results.csv", "results.md", "results.png")
+DDPM = {"_target_": "diffusion_lab.diffusion.DDPMSampler", "_partial_": True}
+DDIM = {"_target_": "diffusion_lab.diffusion.DDIMSampler", "_partial_": True}
+
+
+class ScaledDDIM(DDIMSampler):
+    """A sampler that diffusion_lab does not know: DDIM on eps / eps_scale (epsilon scaling). It
+    plugs into the study through its config alone."""
+
+    def __init__(self, schedule, steps: int = 25, eps_scale: float = 1.0) -> None:
+        super().__init__(schedule, steps=steps)
+        self.eps_scale = eps_scale
+
+    def predict_eps(self, *args, **kwargs):
+        return super().predict_eps(*args, **kwargs) / self.eps_scale
 
 
 def dark_and_bright(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,22 +159,41 @@ def test_kid_subset_size_larger_than_a_set_names_both_sizes(toy_judge):
 
 
 # --- the study's samplers and inputs ------------------------------------------------------
-def test_sampler_specs_are_ddpm_then_ddim_steps_by_eta_skipping_steps_above_t():
-    specs, skipped = sampler_specs(20, ddpm=True, ddim_steps=[5, 50, 20], ddim_etas=[0.0, 1.0])
-    assert specs == [
-        SamplerSpec("ddpm", 20),
-        SamplerSpec("ddim", 5, 0.0),
-        SamplerSpec("ddim", 5, 1.0),
-        SamplerSpec("ddim", 20, 0.0),
-        SamplerSpec("ddim", 20, 1.0),
+def test_panel_lists_expand_into_a_grid_in_order_and_null_entries_are_left_out():
+    panel = {
+        "ddpm": DDPM,
+        "ddim": {**DDIM, "steps": [5, 50, 20], "eta": [0.0, 1.0]},
+        "off": None,
+    }
+    entries = expand_panel(panel)
+    assert [(entry.family, entry.options) for entry in entries] == [
+        ("ddpm", {}),
+        ("ddim", {"steps": 5, "eta": 0.0}),
+        ("ddim", {"steps": 5, "eta": 1.0}),
+        ("ddim", {"steps": 50, "eta": 0.0}),
+        ("ddim", {"steps": 50, "eta": 1.0}),
+        ("ddim", {"steps": 20, "eta": 0.0}),
+        ("ddim", {"steps": 20, "eta": 1.0}),
     ]
-    assert skipped == [50]
-    with pytest.raises(ValueError, match=r"no sampler to study.*ddim_steps \[50\].*T=20"):
-        sampler_specs(20, ddpm=False, ddim_steps=[50], ddim_etas=[0.0])
-    with pytest.raises(ValueError, match=r"ddim_etas must be numbers in \[0, 1\], got 1.5"):
-        sampler_specs(20, ddpm=True, ddim_steps=[5], ddim_etas=[1.5])
-    with pytest.raises(ValueError, match=r"ddim_steps must be ints >= 1, got 0"):
-        sampler_specs(20, ddpm=True, ddim_steps=[0], ddim_etas=[0.0])
+    assert entries[1].config == {**DDIM, "steps": 5, "eta": 0.0}
+    assert entries[1].label == "ddim (steps=5, eta=0.0)"
+    kept, dropped = drop_steps_above(entries, 20)
+    assert [entry.options.get("steps") for entry in kept] == [None, 5, 5, 20, 20]
+    assert [entry.options for entry in dropped] == [
+        {"steps": 50, "eta": 0.0},
+        {"steps": 50, "eta": 1.0},
+    ]
+
+
+def test_bad_panels_name_the_problem():
+    with pytest.raises(ValueError, match=r"no sampler to study: the panel .* is empty"):
+        expand_panel({"ddpm": None})
+    with pytest.raises(ValueError, match=r"panel entry 'ddim' must be a sampler config"):
+        expand_panel({"ddim": {"steps": 5}})
+    with pytest.raises(ValueError, match=r"option steps is an empty list"):
+        expand_panel({"ddim": {**DDIM, "steps": []}})
+    with pytest.raises(ValueError, match=r"no sampler to study: .* T=20 \(ddim \(steps=50\)\)"):
+        drop_steps_above(expand_panel({"ddim": {**DDIM, "steps": 50}}), 20)
 
 
 def test_study_inputs_are_n_per_class_of_each_class_from_the_seed():
@@ -193,23 +229,29 @@ def test_study_gives_one_row_per_sampler_with_its_nfe_and_scores(trained_run, di
     assert module.schedule.timesteps == TINY_T
     judge, _ = train_classifier(*digits_split, epochs=1, batch_size=128, seed=0)
     real = uint8_to_unit_range(digits_split[2][:40])
-    specs, _ = sampler_specs(TINY_T, ddpm=True, ddim_steps=[5], ddim_etas=[0.0, 1.0])
+    scaled = {"_target_": f"{__name__}.ScaledDDIM", "_partial_": True, "eps_scale": 1.01}
+    panel = {"ddpm": DDPM, "ddim": {**DDIM, "steps": 5, "eta": [0.0, 1.0]}, "scaled": scaled}
+    samplers, skipped = build_samplers(module, {**panel, "scaled": {**scaled, "steps": [3, 50]}})
+    assert skipped == (
+        f"Skipped, more steps than the checkpoint's T = {TINY_T}: scaled (eps_scale=1.01, steps=50)."
+    )
+    assert isinstance(samplers[-1][1], ScaledDDIM) and samplers[-1][1].eps_scale == 1.01
     with module.sampling_net(use_ema=True) as net:
-        rows = run_study(
-            net, module.schedule, specs, judge, real, n_per_class=2, kid_subset_size=10
-        )
-    assert [(row["sampler"], row["steps"], row["eta"]) for row in rows] == [
-        ("ddpm", TINY_T, None),
-        ("ddim", 5, 0.0),
-        ("ddim", 5, 1.0),
+        rows = run_study(net, samplers, judge, real, n_per_class=2, kid_subset_size=10)
+    assert [(row["sampler"], row["options"], row["steps"], row["eta"]) for row in rows] == [
+        ("ddpm", "", TINY_T, None),
+        ("ddim", "steps=5, eta=0.0", 5, 0.0),
+        ("ddim", "steps=5, eta=1.0", 5, 1.0),
+        ("scaled", "eps_scale=1.01, steps=3", 3, 0.0),
     ]
-    assert [row["nfe"] for row in rows] == [TINY_T, 5, 5]
+    assert [row["nfe"] for row in rows] == [TINY_T, 5, 5, 3]
     for row in rows:
         assert set(row) == set(ROW_FIELDS)
         assert row["seconds"] > 0 and row["images_per_second"] == pytest.approx(20 / row["seconds"])
         assert 0.0 <= row["class_accuracy"] <= 1.0
         assert math.isfinite(row["fid"]) and row["fid"] > 0
         assert math.isfinite(row["kid_mean"]) and row["kid_std"] >= 0
+    assert rows[3]["fid"] != rows[1]["fid"]  # eps / 1.01 is another sampler than plain DDIM
 
 
 def run_evaluate(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -247,10 +289,35 @@ def test_cli_writes_the_table_with_the_judges_accuracy(tmp_path, trained_run):
     for row in rows:
         assert 0.0 <= float(row["class_accuracy"]) <= 1.0 and math.isfinite(float(row["fid"]))
     markdown = (run_dir / "results.md").read_text()
-    assert "| sampler | steps | eta | NFE |" in markdown and "| DDIM | 5 | 0.0 | 5 |" in markdown
+    assert "| sampler | options | NFE |" in markdown
+    assert "| ddim | steps=5, eta=0.0, clip_denoised=False | 5 |" in markdown
     assert "held-out real (val) images" in markdown
-    assert f"DDIM steps [50] skipped: above the checkpoint's T = {TINY_T}" in markdown
-    assert "| DDPM | 20 |" in result.stdout  # the table is printed too
+    assert f"more steps than the checkpoint's T = {TINY_T}: ddim (steps=50, eta=0.0," in markdown
+    assert "| ddpm | variance=beta, clip_denoised=False | 20 |" in result.stdout  # printed too
+    with Image.open(run_dir / "results.png") as picture:
+        assert picture.format == "PNG" and picture.width >= 600 and picture.height >= 400
+
+
+def test_sampler_sweep_over_one_checkpoint_trains_the_judge_at_most_once(tmp_path, trained_run):
+    """diffusion-eval -m sampler=ddim sampler.steps=2,5: one job per sampler, each with its own
+    table of that sampler alone, the judge from the cache."""
+    sweep_dir = tmp_path / "sweep"
+    command = [sys.executable, "-m", "diffusion_lab.evaluate", "-m", f"hydra.sweep.dir={sweep_dir}"]
+    command += [f"ckpt_path={trained_run}", "device=cpu", "sampler=ddim", "sampler.steps=2,5"]
+    command += ["n_per_class=4", "classifier.epochs=1", "kid_subset_size=10"]
+    env = {**os.environ, **ONE_THREAD}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    for job, steps in (("0", "2"), ("1", "5")):
+        with open(sweep_dir / job / "results.csv", newline="") as stream:
+            rows = list(csv.DictReader(stream))
+        assert [(row["sampler"], row["steps"], row["nfe"]) for row in rows] == [
+            ("real", "", ""),
+            ("ddim", steps, steps),
+        ]
+        assert (sweep_dir / job / "results.png").is_file()
+    assert output.count("judge trained") <= 1 and output.count("judge from the cache") >= 1
 
 
 def compose_evaluate(*overrides: str):
@@ -261,13 +328,29 @@ def compose_evaluate(*overrides: str):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["data.image_size=32"], r"images \(1, 32, 32\) .* trained on images \(1, 16, 16\)"),
+        (["+data.image_size=32"], r"data.image_size=32 but the digits source gives 16x16"),
+        (
+            ["+data.image_size=32", "+data.source.image_size=32"],
+            r"images \(1, 32, 32\) .* trained on images \(1, 16, 16\)",
+        ),
         (["data=sprites"], r"classes \['hero', .* of the classes \['0', '1'"),
         (["n_per_class=4", "kid_subset_size=50"], r"kid_subset_size=50 .* 40 generated"),
-        (["ddim_steps=[50]", "ddpm=false"], r"no sampler to study"),
-        (["data.val_fraction=0"], r"needs held-out real images"),
+        (["ddim_steps=[50]", "panel.ddpm=null"], r"no sampler to study"),
+        (
+            ["sampler=ddim", "sampler.steps=5", "sampler.eta=2"],
+            r"DDIM eta must be in \[0, 1\], got 2",
+        ),
+        (["+data.val_fraction=0"], r"needs held-out real images"),
     ],
-    ids=["image-size", "sprites-data", "kid-subset", "no-sampler", "no-val-split"],
+    ids=[
+        "image-size",
+        "model-shape",
+        "sprites-data",
+        "kid-subset",
+        "no-sampler",
+        "bad-eta",
+        "no-val-split",
+    ],
 )
 def test_bad_input_fails_before_any_result_is_written(
     tmp_path, trained_run, sprites_root, overrides, message
@@ -281,3 +364,16 @@ def test_bad_input_fails_before_any_result_is_written(
     for name in RESULT_FILES:
         assert not (output_dir / name).exists(), name
     assert not output_dir.exists() or not list(output_dir.iterdir())
+
+
+def test_plot_lines_are_one_per_family_and_non_step_options_labelled_by_what_differs():
+    rows = [{"sampler": "real", "options": None}]
+    for steps, eta in ((10, 0.0), (10, 1.0), (25, 0.0), (25, 1.0)):
+        rows.append({"sampler": "ddim", "options": f"steps={steps}, eta={eta}, clip=False"})
+    rows.append({"sampler": "ddpm", "options": "variance=beta, clip=False"})
+    lines = plot_lines(rows)
+    assert list(lines) == ["ddim (eta=0.0)", "ddim (eta=1.0)", "ddpm"]
+    assert [row["options"] for row in lines["ddim (eta=1.0)"]] == [
+        "steps=10, eta=1.0, clip=False",
+        "steps=25, eta=1.0, clip=False",
+    ]

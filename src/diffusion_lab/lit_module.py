@@ -112,6 +112,8 @@ class DiffusionModule(L.LightningModule):
         compile_net: ``torch.compile`` the network and its EMA copy (in place, so checkpoints keep
             their keys) when fitting starts: training steps and the sample grids run compiled.
             The first steps pay the compilation.
+        data: the data config the module is trained with (stored only: diffusion-eval judges a
+            checkpoint on the same data and split); None when unknown.
     """
 
     def __init__(
@@ -131,6 +133,7 @@ class DiffusionModule(L.LightningModule):
         fused_optimizer: bool = False,
         channels_last: bool = False,
         compile_net: bool = False,
+        data: Mapping | None = None,
     ) -> None:
         super().__init__()
         check_prediction(prediction)
@@ -159,6 +162,7 @@ class DiffusionModule(L.LightningModule):
                 "fused_optimizer": fused_optimizer,
                 "channels_last": channels_last,
                 "compile_net": compile_net,
+                "data": _plain(data),
             }
         )
         self.net = instantiate(self.hparams.net)

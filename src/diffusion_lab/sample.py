@@ -30,7 +30,9 @@ from diffusion_lab import CONFIG_DIR
 from diffusion_lab.checkpoints import load_module, resolve_checkpoint, resolve_device
 from diffusion_lab.diffusion import Sampler
 from diffusion_lab.diffusion.contexts import parse_context, parse_contexts
+from diffusion_lab.diffusion.samplers import StepCallback
 from diffusion_lab.lit_module import DiffusionModule
+from diffusion_lab.progress import track
 from diffusion_lab.timing import timed
 from diffusion_lab.visualize import atomic_write, labelled_grid, save_gif, save_image, to_uint8
 
@@ -145,9 +147,10 @@ def draw_samples(
     frame_every: int | None = None,
 ) -> Samples:
     """Denoise noise (N, C, H, W) given contexts (N, K) or None; keep every ``frame_every``-th
-    step as a frame when given (one run either way: the frames end on the images)."""
+    step as a frame when given (one run either way: the frames end on the images). Shows its
+    progress over the sampler's steps."""
 
-    def run() -> tuple[torch.Tensor, list[int]]:
+    def run(on_step: StepCallback) -> tuple[torch.Tensor, list[int]]:
         if frame_every is None:
             images = module.sample(
                 contexts,
@@ -156,14 +159,23 @@ def draw_samples(
                 guidance_scale=guidance_scale,
                 generator=generator,
                 use_ema=use_ema,
+                on_step=on_step,
             )
             return images[None], [0]
         with module.sampling_net(use_ema) as net:
             return sampler.trajectory(
-                net, noise.to(module.device), frame_every, contexts, guidance_scale, generator
+                net,
+                noise.to(module.device),
+                frame_every,
+                contexts,
+                guidance_scale,
+                generator,
+                on_step=on_step,
             )
 
-    (frames, times), seconds = timed(run, module.device)
+    label = f"{type(sampler).__name__.removesuffix('Sampler')}, {len(noise)} images"
+    with track(label) as progress:  # a bar in a terminal, else a log line every 10%
+        (frames, times), seconds = timed(lambda: run(progress.on_step), module.device)
     return Samples(frames.float().cpu(), times, seconds)
 
 

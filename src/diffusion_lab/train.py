@@ -97,6 +97,7 @@ def build_module(cfg: DictConfig) -> DiffusionModule:
         net=cfg.model,
         schedule=cfg.scheduler,
         sampler=cfg.sampler,
+        data=cfg.data,  # stored in the checkpoint: diffusion-eval judges on the same data and split
         **OmegaConf.to_container(cfg.module, resolve=True),
     )
 

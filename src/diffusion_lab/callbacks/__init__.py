@@ -1,8 +1,9 @@
-"""Lightning callbacks of this project: sample grids (DDPM beside DDIM) and what training needs
-around them. One module per callback; import them from here."""
+"""Lightning callbacks of this project: sample grids (DDPM beside DDIM), the in-training quality
+panel, and what training needs around them. One module per callback; import them from here."""
 
 from diffusion_lab.callbacks.non_finite import NonFiniteGuard, NonFiniteLossError
 from diffusion_lab.callbacks.preemption import Preempted, Preemption, check_stop
+from diffusion_lab.callbacks.quality import QualityPanel
 from diffusion_lab.callbacks.resume_state import ResumeState
 from diffusion_lab.callbacks.sample_grids import SampleGrids, one_hot_rows, timed_sample
 
@@ -11,6 +12,7 @@ __all__ = [
     "NonFiniteLossError",
     "Preempted",
     "Preemption",
+    "QualityPanel",
     "ResumeState",
     "SampleGrids",
     "check_stop",

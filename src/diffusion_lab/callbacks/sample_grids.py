@@ -19,6 +19,8 @@ from PIL import Image
 
 from diffusion_lab.callbacks.preemption import check_stop
 from diffusion_lab.diffusion import DDIMSampler, DDPMSampler, Sampler
+from diffusion_lab.diffusion.samplers import StepCallback
+from diffusion_lab.progress import ProgressFactory, track, trainer_progress
 from diffusion_lab.timing import timed
 from diffusion_lab.visualize import labelled_grid, save_gif, save_image, side_by_side
 
@@ -38,9 +40,10 @@ def timed_sample(
     contexts: torch.Tensor,
     guidance_scale: float,
     generator: torch.Generator | None = None,
+    on_step: StepCallback | None = None,
 ) -> tuple[torch.Tensor, float]:
     """(images, wall seconds) for one sampler run on the module's EMA weights; stops between
-    steps once a preemption signal arrived (``check_stop``)."""
+    steps once a preemption signal arrived (``check_stop``), after calling ``on_step`` (progress)."""
     contexts = contexts.to(module.device)
     return timed(
         lambda: module.sample(
@@ -49,10 +52,22 @@ def timed_sample(
             sampler=sampler,
             guidance_scale=guidance_scale,
             generator=generator,
-            on_step=check_stop,
+            on_step=stopping(on_step),
         ),
         module.device,
     )
+
+
+def stopping(on_step: StepCallback | None) -> StepCallback:
+    """A sampler hook that calls ``on_step`` (e.g. a progress bar), then the preemption check."""
+    if on_step is None:
+        return check_stop
+
+    def hook(index: int, total: int, t_prev: int, x: torch.Tensor) -> None:
+        on_step(index, total, t_prev, x)
+        check_stop(index, total, t_prev, x)
+
+    return hook
 
 
 class SampleGrids(L.Callback):
@@ -135,8 +150,9 @@ class SampleGrids(L.Callback):
         # RNG untouched (an exact resume), and every epoch's grid draws the same noise
         # the last grid also records the GIF's frames: its chains are sampled once for both
         record = last and self.animate
+        progress = trainer_progress(trainer)
         (ddpm_images, ddpm_seconds), (ddim_images, ddim_seconds) = (
-            self._grid_panel(pl_module, name, sampler, record)
+            self._grid_panel(pl_module, name, sampler, record, progress)
             for name, sampler in (("ddpm", self.ddpm), ("ddim", self.ddim))
         )
         self.last_images = {"ddpm": ddpm_images, "ddim": ddim_images}
@@ -172,7 +188,7 @@ class SampleGrids(L.Callback):
                 self.final_trajectories["ddpm"], self.final_trajectories["ddim"]
             )
         else:
-            frames = self.animation(pl_module)
+            frames = self.animation(pl_module, trainer_progress(trainer))
         self.last_gif = save_gif(frames, self.output_dir / "denoising.gif")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
@@ -190,34 +206,44 @@ class SampleGrids(L.Callback):
         return torch.arange(len(self.noise)).view(-1, self.samples_per_class)[:, :columns].flatten()
 
     def _grid_panel(
-        self, pl_module, name: str, sampler: Sampler, record: bool
+        self, pl_module, name: str, sampler: Sampler, record: bool, progress: ProgressFactory
     ) -> tuple[torch.Tensor, float]:
         """(images, seconds) of one sampler on the grid's noise; with ``record``, from its
         trajectory, whose GIF rows are kept in `final_trajectories[name]`."""
         noise = self.noise.to(pl_module.device)
         generator = torch.Generator().manual_seed(self.seed)
-        if not record:
-            return timed_sample(
-                pl_module, sampler, noise, self.contexts, self.guidance_scale, generator
-            )
-        contexts = self.contexts.to(pl_module.device)
-
-        def run() -> tuple[torch.Tensor, list[int]]:
-            with pl_module.sampling_net(use_ema=True) as net:
-                every = self._every(sampler)
-                return sampler.trajectory(
-                    net, noise, every, contexts, self.guidance_scale, generator, on_step=check_stop
+        with progress(f"grid {name.upper()}-{sampler.nfe}") as bar:
+            if not record:
+                return timed_sample(
+                    pl_module,
+                    sampler,
+                    noise,
+                    self.contexts,
+                    self.guidance_scale,
+                    generator,
+                    bar.on_step,
                 )
+            contexts = self.contexts.to(pl_module.device)
 
-        (frames, times), seconds = timed(run, pl_module.device)
+            def run() -> tuple[torch.Tensor, list[int]]:
+                with pl_module.sampling_net(use_ema=True) as net:
+                    every, hook = self._every(sampler), stopping(bar.on_step)
+                    return sampler.trajectory(
+                        net, noise, every, contexts, self.guidance_scale, generator, on_step=hook
+                    )
+
+            (frames, times), seconds = timed(run, pl_module.device)
         self.final_trajectories[name] = (frames[:, self._animated()], times)
         return frames[-1], seconds
 
-    def _trajectory(self, pl_module, sampler: Sampler) -> tuple[torch.Tensor, list[int]]:
+    def _trajectory(
+        self, pl_module, sampler: Sampler, progress: ProgressFactory = track
+    ) -> tuple[torch.Tensor, list[int]]:
         keep = self._animated()
         noise = self.noise[keep].to(pl_module.device)
         contexts = self.contexts[keep].to(pl_module.device)
-        with pl_module.sampling_net(use_ema=True) as net:
+        name = type(sampler).__name__.removesuffix("Sampler")
+        with pl_module.sampling_net(use_ema=True) as net, progress(f"GIF {name}") as bar:
             return sampler.trajectory(
                 net,
                 noise,
@@ -225,13 +251,14 @@ class SampleGrids(L.Callback):
                 contexts,
                 self.guidance_scale,
                 torch.Generator().manual_seed(self.seed),
-                on_step=check_stop,
+                on_step=stopping(bar.on_step),
             )
 
-    def animation(self, pl_module) -> list[Image.Image]:
+    def animation(self, pl_module, progress: ProgressFactory = track) -> list[Image.Image]:
         """GIF frames: DDPM and DDIM denoising the same noise side by side (sampled now)."""
         return self._pictures(
-            self._trajectory(pl_module, self.ddpm), self._trajectory(pl_module, self.ddim)
+            self._trajectory(pl_module, self.ddpm, progress),
+            self._trajectory(pl_module, self.ddim, progress),
         )
 
     def _pictures(

@@ -8,12 +8,15 @@ Its held-out accuracy on real images is what it is worth as a judge: a classifie
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 MIN_HEIGHT = 8  # after two 2x2 max-pools the last block's BatchNorm still sees 2x2 values per image
+# called after every training epoch with (epoch from 1, epochs in all, the epoch's mean loss)
+EpochCallback = Callable[[int, int, float], None]
 
 
 def uint8_to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -181,6 +184,7 @@ def train_classifier(
     seed: int = 0,
     device: torch.device | str = "cpu",
     num_classes: int | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> tuple[ImageClassifier, float]:
     """Train an :class:`ImageClassifier` with Adam on cross-entropy; return it (eval mode, on
     ``device``) and its accuracy on the held-out (val) images.
@@ -188,6 +192,7 @@ def train_classifier(
     Images are uint8 (N, C, H, W) with H = W, converted to [-1, 1]; labels are int64 (N,) in
     0..K-1, K = ``num_classes`` (default: the largest label + 1 over both splits). ``seed`` fixes
     the initial weights and the batch order: on the CPU a seed always gives the same classifier.
+    ``on_epoch(epoch, epochs, mean loss)`` is called after every epoch (progress displays).
     """
     check_training_options(epochs, batch_size, lr)
     _check_split("train", train_images, train_labels, num_classes)
@@ -211,13 +216,17 @@ def train_classifier(
     order = torch.Generator().manual_seed(seed)
     inputs = uint8_to_unit_range(train_images)
     classifier.train()
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
+        total_loss = torch.zeros((), device=device)
         for indices in torch.randperm(len(inputs), generator=order).split(batch_size):
             logits = classifier(inputs[indices].to(device))
             loss = F.cross_entropy(logits, train_labels[indices].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            total_loss += loss.detach() * len(indices)
+        if on_epoch is not None:
+            on_epoch(epoch, epochs, total_loss.item() / len(inputs))
     _recalibrate_batch_norm(classifier, inputs, batch_size, device)
     classifier.eval().requires_grad_(False)
     predicted = predict(classifier, uint8_to_unit_range(val_images))

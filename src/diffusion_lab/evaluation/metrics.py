@@ -121,11 +121,16 @@ def feature_distances(
 
     device = _device(classifier)
     features = ClassifierFeatures(classifier)
-    fid = FrechetInceptionDistance(feature=features).to(device)
+    # sync_on_compute off: under DDP only rank zero scores (the quality callback), and a metric
+    # that gathers from every rank would wait forever for the others
+    fid = FrechetInceptionDistance(feature=features, sync_on_compute=False).to(device)
     with warnings.catch_warnings():  # "will save all extracted features": a few thousand d-vectors
         warnings.filterwarnings("ignore", message=".*save all extracted features.*")
         kid = KernelInceptionDistance(
-            feature=features, subsets=KID_SUBSETS, subset_size=kid_subset_size
+            feature=features,
+            subsets=KID_SUBSETS,
+            subset_size=kid_subset_size,
+            sync_on_compute=False,
         ).to(device)
     was_training = classifier.training
     classifier.eval()

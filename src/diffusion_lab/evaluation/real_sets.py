@@ -1,0 +1,104 @@
+"""The real images a study compares against: a reference set, a disjoint "floor" set, and the
+check that the data is what the checkpoint was trained on.
+
+Pure torch on uint8 splits (N, C, H, W) with class indices (N,); no Lightning or Hydra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from diffusion_lab.evaluation.classifier import uint8_to_unit_range
+
+LabelledImages = tuple[torch.Tensor, torch.Tensor]  # (uint8 images (N, C, H, W), classes (N,))
+
+
+def labelled_images(dataset: torch.utils.data.TensorDataset) -> LabelledImages:
+    """(uint8 images (N, C, H, W), class indices (N,)) of a split of (image, one-hot context)."""
+    images, contexts = dataset.tensors
+    return images, contexts.argmax(dim=1)
+
+
+def check_data_matches(
+    data_shape: Sequence[int],
+    data_class_names: Sequence[str],
+    data_name: str,
+    model_shape: Sequence[int],
+    model_class_names: Sequence[str],
+    model_num_classes: int,
+    checkpoint: str,
+) -> None:
+    """The data must be what the checkpoint was trained on: the same (C, H, W) and class names
+    (or, for a model without stored names, as many classes)."""
+    data_names = list(data_class_names)
+    model_names = list(model_class_names)
+    names_differ = (
+        data_names != model_names if model_names else len(data_names) != model_num_classes
+    )
+    if tuple(data_shape) != tuple(model_shape) or names_differ:
+        shown = model_names or f"{model_num_classes} unnamed classes"
+        raise ValueError(
+            f"the data ({data_name}) gives images {tuple(data_shape)} of the classes "
+            f"{data_names}, but the checkpoint {checkpoint!r} was trained on images "
+            f"{tuple(model_shape)} of the classes {shown}; pass the data options the "
+            "checkpoint was trained with (e.g. data=sprites, data.image_size=...)"
+        )
+
+
+def check_val_split(val: LabelledImages) -> None:
+    """The judge is checked on held-out real images: an empty val split is refused."""
+    if len(val[0]) == 0:
+        raise ValueError(
+            "the judge needs held-out real images, but data.val_fraction=0 leaves no val split; "
+            "use a data.val_fraction > 0"
+        )
+
+
+@dataclass
+class RealSets:
+    """The real images the study compares against, both float (N, C, H, W) in [-1, 1].
+
+    ``reference`` is what every sampler's images are measured against; ``floor`` (with its class
+    ``floor_labels``) is a disjoint set of real images scored like a sampler's, or None when the
+    split is too small for two sets; ``split`` names where they came from and ``note`` says why.
+    """
+
+    split: str
+    reference: torch.Tensor
+    floor: torch.Tensor | None
+    floor_labels: torch.Tensor | None
+    note: str
+
+
+def choose_real_sets(
+    train: LabelledImages, val: LabelledImages, num_generated: int, seed: int
+) -> RealSets:
+    """N = ``num_generated`` real images as the reference and N others as the floor, from the val
+    split when it holds 2N, else from the train split (which the judge has seen).
+
+    A split with fewer than 2N images gives a smaller reference (all it holds, up to N) and no
+    floor: a floor of another size than the generated sets would not be a fair one, FID being
+    biased by set size. The images are a seeded random choice: a seed always picks the same ones.
+    """
+    if len(val[0]) >= 2 * num_generated:
+        split, (images, labels) = "val", val
+        note = f"val split ({len(val[0])} images, unseen by the judge)"
+    else:
+        split, (images, labels) = "train", train
+        note = (
+            f"train split ({len(train[0])} images, which the judge was trained on): the val split "
+            f"holds {len(val[0])}, fewer than 2 x {num_generated} (reference + real row)"
+        )
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    reference = order[:num_generated]
+    floor = order[num_generated : 2 * num_generated] if len(order) >= 2 * num_generated else None
+    return RealSets(
+        split=split,
+        reference=uint8_to_unit_range(images[reference]),
+        floor=uint8_to_unit_range(images[floor]) if floor is not None else None,
+        floor_labels=labels[floor] if floor is not None else None,
+        note=note,
+    )
