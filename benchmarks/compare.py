@@ -297,7 +297,7 @@ class StepClock(L.Callback):
 
 def timing_overrides(args: argparse.Namespace) -> list[str]:
     """What a Lightning row changes in diffusion-train's config: stop after warmup + steps,
-    no validation, grids or checkpoints (timed apart by --extras), and the clock."""
+    no validation, grids, quality panel or checkpoints (timed apart by --extras), and the clock."""
     clock = f"{StepClock.__module__}.StepClock"
     return [
         f"++trainer.max_steps={args.warmup + args.steps}",
@@ -305,6 +305,7 @@ def timing_overrides(args: argparse.Namespace) -> list[str]:
         "++trainer.num_sanity_val_steps=0",
         "++trainer.enable_checkpointing=false",
         "~callbacks.samples",
+        "~callbacks.quality",
         "~callbacks.checkpoint",
         f"+callbacks.clock={{_target_: {clock}, warmup: {args.warmup}, steps: {args.steps}}}",
     ]

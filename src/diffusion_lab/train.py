@@ -77,7 +77,7 @@ def _check_monitored_metrics(cfg: DictConfig) -> None:
     if cfg.data.get("val_fraction", 1) != 0:
         return
     for name, callback_cfg in (cfg.get("callbacks") or {}).items():
-        monitor = callback_cfg.get("monitor")
+        monitor = callback_cfg.get("monitor") if callback_cfg is not None else None
         if isinstance(monitor, str) and monitor.startswith("val/"):
             raise ValueError(
                 f"data.val_fraction=0 leaves no validation set, but callbacks.{name} monitors "
@@ -87,7 +87,9 @@ def _check_monitored_metrics(cfg: DictConfig) -> None:
 
 def build_callbacks(cfg: DictConfig, have_logger: bool) -> list[L.Callback]:
     _check_monitored_metrics(cfg)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    # callbacks.<name>=null switches one off, as ~callbacks.<name> does
+    configs = [c for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = [instantiate(c) for c in configs]
     # LearningRateMonitor refuses to run without a logger; with logger=none there is nothing to feed
     return [c for c in callbacks if have_logger or not isinstance(c, LearningRateMonitor)]
 

@@ -79,7 +79,8 @@ class SampleGrids(L.Callback):
         every_n_epochs: write a grid after every N-th epoch (and always after the last).
         samples_per_class: images per row; one row per class.
         ddim_steps, ddim_eta: the DDIM sampler; DDPM always runs all T steps.
-        ddpm_variance: ``beta`` (the course) or ``posterior``.
+        ddpm_variance: ``beta`` (the course), ``posterior`` or ``none``.
+        clip_denoised: clamp both samplers' x0_hat to [-1, 1] (as the sampler group does).
         guidance_scale: classifier-free guidance weight w for both samplers.
         seed: seed of the fixed noise, the same every epoch so grids are comparable.
         scale: nearest-neighbour upscaling of the small images in the PNG.
@@ -95,6 +96,7 @@ class SampleGrids(L.Callback):
         ddim_steps: int = 25,
         ddim_eta: float = 0.0,
         ddpm_variance: str = "beta",
+        clip_denoised: bool = False,
         guidance_scale: float = 0.0,
         seed: int = 0,
         scale: int = 3,
@@ -110,6 +112,7 @@ class SampleGrids(L.Callback):
         self.every_n_epochs = every_n_epochs
         self.samples_per_class = samples_per_class
         self.ddim_steps, self.ddim_eta, self.ddpm_variance = ddim_steps, ddim_eta, ddpm_variance
+        self.clip_denoised = clip_denoised
         self.guidance_scale = guidance_scale
         self.seed, self.scale = seed, scale
         self.animate, self.animation_frames = animate, animation_frames
@@ -124,8 +127,11 @@ class SampleGrids(L.Callback):
         if self.output_dir is None:
             self.output_dir = Path(trainer.default_root_dir) / "samples"
         # build now, so a bad ddim_steps or variance fails before the first epoch, not after it
-        self.ddpm = DDPMSampler(pl_module.schedule, variance=self.ddpm_variance)
-        self.ddim = DDIMSampler(pl_module.schedule, steps=self.ddim_steps, eta=self.ddim_eta)
+        clip = self.clip_denoised
+        self.ddpm = DDPMSampler(pl_module.schedule, variance=self.ddpm_variance, clip_denoised=clip)
+        self.ddim = DDIMSampler(
+            pl_module.schedule, steps=self.ddim_steps, eta=self.ddim_eta, clip_denoised=clip
+        )
         generator = torch.Generator().manual_seed(self.seed)
         self.contexts = one_hot_rows(pl_module.num_classes, self.samples_per_class)
         self.noise = torch.randn(
