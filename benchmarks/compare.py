@@ -307,6 +307,7 @@ def timing_overrides(args: argparse.Namespace) -> list[str]:
         "~callbacks.samples",
         "~callbacks.quality",
         "~callbacks.checkpoint",
+        "optimized_metric=train/loss",  # no validation: the run's result names a metric it logs
         f"+callbacks.clock={{_target_: {clock}, warmup: {args.warmup}, steps: {args.steps}}}",
     ]
 
