@@ -290,10 +290,12 @@ def test_cli_writes_the_table_with_the_judges_accuracy(tmp_path, trained_run):
         assert 0.0 <= float(row["class_accuracy"]) <= 1.0 and math.isfinite(float(row["fid"]))
     markdown = (run_dir / "results.md").read_text()
     assert "| sampler | options | NFE |" in markdown
-    assert "| ddim | steps=5, eta=0.0, clip_denoised=True | 5 |" in markdown
+    assert "| ddim | steps=5, eta=0.0, clip_denoised=True, eps_scale=1.0 | 5 |" in markdown
     assert "held-out real (val) images" in markdown
     assert f"more steps than the checkpoint's T = {TINY_T}: ddim (steps=50, eta=0.0," in markdown
-    assert "| ddpm | variance=beta, clip_denoised=True | 20 |" in result.stdout  # printed too
+    assert (
+        "| ddpm | variance=beta, clip_denoised=True, eps_scale=1.0 | 20 |" in result.stdout
+    )  # printed too
     with Image.open(run_dir / "results.png") as picture:
         assert picture.format == "PNG" and picture.width >= 600 and picture.height >= 400
 

@@ -93,11 +93,14 @@ def judge_options(cfg: DictConfig) -> JudgeOptions:
 
 
 def sampler_name(sampler_cfg: DictConfig) -> str:
-    """The name of ``sampler=<choice>`` in the tables: the group's choice (ddim, dpmpp, ...),
-    else (outside a Hydra run) the class name without "Sampler", lower case."""
+    """The name of ``sampler=<choice>`` in the tables: the group's choice (ddim, dpmpp, ...) when
+    that choice's config builds this sampler's class, else (outside a Hydra run, a stale Hydra
+    state, or an overridden ``_target_``) the class name without "Sampler", lower case."""
     if HydraConfig.initialized():
         choice = HydraConfig.get().runtime.choices.get("sampler")
-        if choice:
+        choice_file = Path(CONFIG_DIR) / "sampler" / f"{choice}.yaml"
+        target = sampler_cfg.get("_target_")
+        if choice and choice_file.is_file() and OmegaConf.load(choice_file)._target_ == target:
             return str(choice)
     return str(sampler_cfg._target_).rsplit(".", 1)[-1].removesuffix("Sampler").lower()
 
