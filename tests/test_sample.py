@@ -129,7 +129,7 @@ def test_named_and_mixed_contexts_write_grid_arrays_and_gif(checkpoint, tmp_path
     )
     result = run_sample(run_dir, *overrides, "animate=true", "animation_every=5")
     check_ok(result)
-    assert "DDIMSampler(T=20, steps=5, eta=0.0) on cpu: 5 NFE" in result.stdout
+    assert "DDIMSampler(T=20, steps=5, eta=0.0, clip_denoised=True) on cpu: 5 NFE" in result.stdout
     assert f"-> {run_dir / 'samples.png'}, {run_dir / 'samples.npz'}, " in result.stdout
     arrays = load_arrays(run_dir)
     assert arrays["images"].shape == (6, 16, 16, 1) and arrays["images"].dtype == np.uint8
@@ -159,7 +159,7 @@ def test_run_folder_all_classes_with_ddpm(trained_run, tmp_path):
     result = run_sample(run_dir, f"ckpt_path={trained_run}", "sampler=ddpm", "n=2")
     check_ok(result)
     # one network call per timestep: NFE = T; the run folder's best checkpoint
-    assert "DDPMSampler(T=20, variance='beta') on cpu: 20 NFE" in result.stdout
+    assert "DDPMSampler(T=20, variance='beta', clip_denoised=True) on cpu: 20 NFE" in result.stdout
     assert f"from {trained_run / 'checkpoints'}/best-epoch000-val_loss" in result.stdout
     arrays = load_arrays(run_dir)
     assert arrays["images"].shape == (20, 16, 16, 1)

@@ -355,11 +355,14 @@ def test_moments_helpers_agree_with_each_other_at_full_steps():
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["sampler=ddpm", "sampler.variance=none"], "DDPMSampler(T=500, variance='none')"),
-        (["sampler=dpmpp"], "DPMSolverSampler(T=500, steps=20, order=2)"),
+        (
+            ["sampler=ddpm", "sampler.variance=none"],
+            "DDPMSampler(T=500, variance='none', clip_denoised=True)",
+        ),
+        (["sampler=dpmpp"], "DPMSolverSampler(T=500, steps=20, order=2, clip_denoised=True)"),
         (
             ["sampler=ddim", "sampler.eps_scale=1.005"],
-            "DDIMSampler(T=500, steps=25, eta=0.0, eps_scale=1.005)",
+            "DDIMSampler(T=500, steps=25, eta=0.0, eps_scale=1.005, clip_denoised=True)",
         ),
     ],
 )
