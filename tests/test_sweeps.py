@@ -18,14 +18,19 @@ from diffusion_lab.sweeps import RESULT_FILE, optimized_value, recording_result
 from diffusion_lab.sweeps.results import check_direction
 
 
-def test_optimized_metric_defaults_to_the_validation_loss(tmp_path):
+def test_optimized_metric_is_the_quality_panels_fid_or_without_it_the_validation_loss(tmp_path):
     cfg = compose_train(tmp_path)
+    assert (cfg.optimized_metric, cfg.optimized_metric_direction) == (
+        "quality/ddim/fid",
+        "minimize",
+    )
+    cfg = compose_train(tmp_path, "~callbacks.quality")
     assert (cfg.optimized_metric, cfg.optimized_metric_direction) == ("val/loss", "minimize")
 
 
-def test_optimized_metric_follows_a_quality_callback_when_there_is_one(tmp_path):
-    quality = ["+callbacks.quality.metric=quality/ddim/class_acc"]
-    quality += ["+callbacks.quality.metric_direction=maximize"]
+def test_optimized_metric_follows_the_quality_callbacks_choice(tmp_path):
+    quality = ["callbacks.quality.metric=quality/ddim/class_acc"]
+    quality += ["callbacks.quality.metric_direction=maximize"]
     cfg = compose_train(tmp_path, *quality)
     assert (cfg.optimized_metric, cfg.optimized_metric_direction) == (
         "quality/ddim/class_acc",
