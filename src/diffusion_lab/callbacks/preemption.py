@@ -36,6 +36,8 @@ from typing import Any
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
+from diffusion_lab.diffusion.samplers import StepCallback
+
 log = logging.getLogger(__name__)
 
 INTERRUPTED_FILE = "interrupted.json"
@@ -67,6 +69,19 @@ def check_stop(*_: Any) -> None:
     two steps of a chain once a stop signal arrived."""
     if _received:
         raise Preempted(int(_received["signum"]), "stopped while sampling")
+
+
+def stopping(on_step: StepCallback | None) -> StepCallback:
+    """A samplers' ``on_step`` hook that calls ``on_step`` (e.g. a progress bar), then
+    :func:`check_stop`; ``check_stop`` alone when there is no other hook."""
+    if on_step is None:
+        return check_stop
+
+    def hook(index: int, total: int, t_prev: int, x: Any) -> None:
+        on_step(index, total, t_prev, x)
+        check_stop(index, total, t_prev, x)
+
+    return hook
 
 
 def _record(signum: int, _frame: Any) -> None:

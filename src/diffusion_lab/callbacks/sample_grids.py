@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
-from diffusion_lab.callbacks.preemption import check_stop
+from diffusion_lab.callbacks.preemption import stopping
 from diffusion_lab.diffusion import DDIMSampler, DDPMSampler, Sampler
 from diffusion_lab.diffusion.samplers import StepCallback
 from diffusion_lab.progress import ProgressFactory, track, trainer_progress
@@ -56,18 +56,6 @@ def timed_sample(
         ),
         module.device,
     )
-
-
-def stopping(on_step: StepCallback | None) -> StepCallback:
-    """A sampler hook that calls ``on_step`` (e.g. a progress bar), then the preemption check."""
-    if on_step is None:
-        return check_stop
-
-    def hook(index: int, total: int, t_prev: int, x: torch.Tensor) -> None:
-        on_step(index, total, t_prev, x)
-        check_stop(index, total, t_prev, x)
-
-    return hook
 
 
 class SampleGrids(L.Callback):
