@@ -64,8 +64,8 @@ from diffusion_lab.callbacks.sample_grids import timed_sample
 from diffusion_lab.data import IndexLoader
 from diffusion_lab.data.datamodule import to_model_input
 from diffusion_lab.models import ContextUnet
-from diffusion_lab.timing import device_name, synchronize, timed
 from diffusion_lab.train import build_module, train
+from diffusion_lab.utils.timing import device_name, synchronize, timed
 
 SPRITES_IMAGES = "sprites_1788_16x16.npy"
 SPRITES_LABELS = "sprite_labels_nc_1788_16x16.npy"

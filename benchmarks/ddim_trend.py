@@ -33,7 +33,7 @@ from diffusion_lab.diffusion import (
 )
 from diffusion_lab.evaluate import load_inputs, train_judge
 from diffusion_lab.evaluation.study import run_study
-from diffusion_lab.timing import device_name
+from diffusion_lab.utils.timing import device_name
 
 
 @dataclass(frozen=True)

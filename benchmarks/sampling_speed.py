@@ -21,7 +21,7 @@ from diffusion_lab.diffusion import (
     make_schedule,
 )
 from diffusion_lab.models import ContextUnet
-from diffusion_lab.timing import device_name, timed
+from diffusion_lab.utils.timing import device_name, timed
 
 
 def time_sampler(sampler, net, noise, contexts, guidance_scale: float) -> tuple[float, int]:

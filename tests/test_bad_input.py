@@ -14,8 +14,8 @@ from hydra.core.hydra_config import HydraConfig
 from PIL import Image
 from test_train import compose_train, run_train
 
-from diffusion_lab.checkpoints import check_checkpoint, resolve_checkpoint
 from diffusion_lab.data import ImageFolderSource, SpritesSource
+from diffusion_lab.runs.checkpoints import check_checkpoint, resolve_checkpoint
 from diffusion_lab.train import train
 
 
@@ -34,7 +34,7 @@ def train_in_process(tmp_path: Path, *overrides: str) -> Path:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("data.batch_size=0", "data.batch_size must be an int >= 1; got 0"),
+        ("data.batch_size=0", "data.batch_size must be an integer >= 1, got 0"),
         (
             "module.optimizer.lr=-0.001",
             "module.optimizer.lr must be a finite number > 0, got -0.001",

@@ -13,7 +13,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from test_sample import check_ok, run_sample
 from test_train import run_train
 
-from diffusion_lab.checkpoints import resolve_checkpoint
+from diffusion_lab.runs.checkpoints import resolve_checkpoint
 
 QUICK = [
     "trainer.max_epochs=1",

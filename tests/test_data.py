@@ -65,7 +65,7 @@ def test_digits_at_8x8_are_the_sklearn_pixels_scaled_to_255() -> None:
 
 
 def test_digits_reject_a_non_positive_image_size() -> None:
-    with pytest.raises(ValueError, match="image_size must be a positive int; got 0"):
+    with pytest.raises(ValueError, match="image_size must be an integer >= 1, got 0"):
         DigitsSource(image_size=0)
 
 
@@ -258,12 +258,12 @@ def test_setup_rejects_data_that_differs_from_the_config(
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"batch_size": 0}, r"data.batch_size must be an int >= 1; got 0"),
-        ({"batch_size": 2.5}, r"data.batch_size must be an int >= 1; got 2.5"),
-        ({"batch_size": True}, r"data.batch_size must be an int >= 1; got True"),
+        ({"batch_size": 0}, r"data.batch_size must be an integer >= 1, got 0"),
+        ({"batch_size": 2.5}, r"data.batch_size must be an integer >= 1, got 2.5"),
+        ({"batch_size": True}, r"data.batch_size must be an integer >= 1, got True"),
         ({"val_fraction": 1.0}, r"data.val_fraction must be in \[0, 1\); got 1.0"),
         ({"val_fraction": -0.1}, r"data.val_fraction must be in \[0, 1\); got -0.1"),
-        ({"num_workers": -1}, r"data.num_workers must be an int >= 0; got -1"),
+        ({"num_workers": -1}, r"data.num_workers must be an integer >= 0, got -1"),
     ],
 )
 def test_datamodule_rejects_bad_arguments(

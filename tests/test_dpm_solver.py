@@ -99,9 +99,9 @@ def test_trajectory_ends_on_the_samples():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"steps": 0}, r"DPM-Solver steps must be an integer in 1..T=100, got 0"),
+        ({"steps": 0}, r"DPM-Solver steps \(T=100\) must be an integer >= 1 and <= 100, got 0"),
         ({"steps": 101}, "got 101"),
-        ({"order": 4}, "DPM-Solver order must be 1, 2 or 3, got 4"),
+        ({"order": 4}, "DPM-Solver order must be an integer >= 1 and <= 3, got 4"),
         ({"order": True}, "got True"),
     ],
 )

@@ -13,10 +13,10 @@ from hydra import compose, initialize_config_dir
 from test_train import run_train
 
 from diffusion_lab import CONFIG_DIR
-from diffusion_lab.checkpoints import resolve_checkpoint
 from diffusion_lab.data import DiffusionDataModule, SpritesSource
 from diffusion_lab.evaluate import load_inputs
-from diffusion_lab.run_config import choose_data, data_changes
+from diffusion_lab.evaluation.data_choice import choose_data, data_changes
+from diffusion_lab.runs.checkpoints import resolve_checkpoint
 
 TRAINING_SEED = 7  # the split seed of the training run; diffusion-eval's own seed stays 0
 

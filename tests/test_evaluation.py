@@ -18,7 +18,6 @@ from PIL import Image
 from test_train import run_train
 
 from diffusion_lab import CONFIG_DIR
-from diffusion_lab.checkpoints import load_module, resolve_checkpoint
 from diffusion_lab.data import DigitsSource
 from diffusion_lab.diffusion import DDIMSampler
 from diffusion_lab.evaluate import build_samplers, run_evaluation
@@ -34,6 +33,7 @@ from diffusion_lab.evaluation import (
 from diffusion_lab.evaluation.classifier import uint8_to_unit_range
 from diffusion_lab.evaluation.report import plot_lines
 from diffusion_lab.evaluation.study import ROW_FIELDS, study_inputs
+from diffusion_lab.runs.checkpoints import load_module, resolve_checkpoint
 
 # a tiny net gains nothing from threads, and two processes that each spin two on two cores run
 # several times slower (as in test_notebooks)
@@ -106,13 +106,13 @@ def test_features_are_the_penultimate_layer_and_wrong_sizes_are_refused():
         ValueError, match=r"takes images \(N, 3, 16, 16\), got shape \(6, 3, 8, 8\)"
     ):
         judge(torch.zeros(6, 3, 8, 8))
-    with pytest.raises(ValueError, match="height must be an int >= 8, got 4"):
+    with pytest.raises(ValueError, match="height must be an integer >= 8, got 4"):
         ImageClassifier(in_channels=1, num_classes=2, height=4)
 
 
 def test_bad_training_input_names_the_value():
     images, labels = dark_and_bright(8, seed=0)
-    with pytest.raises(ValueError, match=r"classifier.epochs must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"classifier.epochs must be an integer >= 1, got 0"):
         train_classifier(images, labels, images, labels, epochs=0)
     with pytest.raises(ValueError, match=r"train images must be uint8"):
         train_classifier(images.float(), labels, images, labels, epochs=1)
@@ -154,7 +154,7 @@ def test_kid_subset_size_larger_than_a_set_names_both_sizes(toy_judge):
         feature_distances(judge, real, fake, kid_subset_size=35)
     with pytest.raises(ValueError, match=r"kid_subset_size=45 .* 30 real images and 40 generated"):
         feature_distances(judge, real, fake, kid_subset_size=45)
-    with pytest.raises(ValueError, match="kid_subset_size must be an int >= 2, got 1"):
+    with pytest.raises(ValueError, match="kid_subset_size must be an integer >= 2, got 1"):
         feature_distances(judge, real, fake, kid_subset_size=1)
 
 

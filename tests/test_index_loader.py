@@ -110,7 +110,7 @@ def test_a_state_for_other_data_or_batch_size_is_refused() -> None:
 def test_bad_arguments_are_named() -> None:
     with pytest.raises(ValueError, match="same first dimension"):
         IndexLoader([torch.zeros(3), torch.zeros(4)], 2, shuffle=True)
-    with pytest.raises(ValueError, match="batch_size must be an int >= 1; got 0"):
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
         IndexLoader([torch.zeros(3)], 0, shuffle=True)
     with pytest.raises(ValueError, match="rank 2 of 2"):
         IndexLoader([torch.zeros(3)], 1, shuffle=True, rank=2, world_size=2)

@@ -123,7 +123,7 @@ def test_without_a_cache_dir_every_use_trains(monkeypatch):
 
 
 def test_bad_options_name_the_value():
-    with pytest.raises(ValueError, match="classifier.epochs must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="classifier.epochs must be an integer >= 1, got 0"):
         JudgeOptions(epochs=0)
-    with pytest.raises(ValueError, match="seed must be an int >= 0, got -1"):
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
         JudgeOptions(seed=-1)

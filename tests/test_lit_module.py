@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffusion_lab.ema import EMA
 from diffusion_lab.lit_module import DiffusionModule
+from diffusion_lab.models.ema import EMA
 
 NET = {
     "_target_": "diffusion_lab.models.ContextUnet",

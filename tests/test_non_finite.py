@@ -12,7 +12,7 @@ import torch
 from test_train import run_train
 
 from diffusion_lab.callbacks import NonFiniteGuard, NonFiniteLossError
-from diffusion_lab.checkpoints import load_module
+from diffusion_lab.runs.checkpoints import load_module
 
 TESTS_DIR = Path(__file__).parent
 

@@ -21,7 +21,7 @@ from test_train import TINY
 
 from diffusion_lab.callbacks import Preempted, Preemption, check_stop
 from diffusion_lab.callbacks import preemption as preemption_module
-from diffusion_lab.checkpoints import AtomicCheckpointIO, check_checkpoint
+from diffusion_lab.runs.checkpoints import AtomicCheckpointIO, check_checkpoint
 
 # every step's loss on disk at once (the marker the tests wait for), many short steps per epoch
 WATCHED = [

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from diffusion_lab.diffusion import DDIMSampler, make_schedule
-from diffusion_lab.progress import StepProgress, track, trainer_display, trainer_progress
+from diffusion_lab.utils.progress import StepProgress, track, trainer_display, trainer_progress
 
 
 def zero_eps(x: torch.Tensor, t: torch.Tensor, context) -> torch.Tensor:
@@ -21,11 +21,14 @@ def zero_eps(x: torch.Tensor, t: torch.Tensor, context) -> torch.Tensor:
 
 
 def test_plain_mode_logs_about_every_ten_percent_of_a_samplers_steps(caplog, monkeypatch):
-    monkeypatch.setattr("diffusion_lab.progress.in_terminal", lambda: False)
+    monkeypatch.setattr("diffusion_lab.utils.progress.in_terminal", lambda: False)
     sampler = DDIMSampler(make_schedule("linear", 100), steps=50)
-    with caplog.at_level(logging.INFO, logger="diffusion_lab.progress"), track("DDIM-50") as bar:
+    with (
+        caplog.at_level(logging.INFO, logger="diffusion_lab.utils.progress"),
+        track("DDIM-50") as bar,
+    ):
         sampler.sample(zero_eps, torch.randn(2, 1, 8, 8), on_step=bar.on_step)
-    lines = [r.getMessage() for r in caplog.records if r.name == "diffusion_lab.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "diffusion_lab.utils.progress"]
     assert lines[0] == "DDIM-50: 1/50 (2%), t=98"
     assert lines[-1] == "DDIM-50: 50/50 (100%), t=0"
     assert len(lines) == 11 and bar.lines == 11  # 0%, 10%, ..., 100%
@@ -36,7 +39,7 @@ def test_plain_mode_logs_about_every_ten_percent_of_a_samplers_steps(caplog, mon
 
 def test_epochs_are_logged_with_their_loss(caplog):
     progress = StepProgress("judge")
-    with caplog.at_level(logging.INFO, logger="diffusion_lab.progress"):
+    with caplog.at_level(logging.INFO, logger="diffusion_lab.utils.progress"):
         for epoch in (1, 2):
             progress.on_epoch(epoch, 2, 0.5 / epoch)
     assert [r.getMessage() for r in caplog.records] == [
@@ -93,12 +96,12 @@ class Tiny(L.LightningModule):
 def test_inside_training_with_a_rich_progress_bar_the_task_joins_its_display(monkeypatch):
     """No LiveError (rich allows one live display per console): the sampler's progress is a task
     in RichProgressBar's display, even when stdout is a terminal."""
-    monkeypatch.setattr("diffusion_lab.progress.in_terminal", lambda: True)
+    monkeypatch.setattr("diffusion_lab.utils.progress.in_terminal", lambda: True)
 
     def second_live_display():
         raise AssertionError("a second live display inside training")
 
-    monkeypatch.setattr("diffusion_lab.progress.own_display", second_live_display)
+    monkeypatch.setattr("diffusion_lab.utils.progress.own_display", second_live_display)
     counting = Counting()
     trainer = L.Trainer(
         max_epochs=2,

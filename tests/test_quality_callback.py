@@ -95,7 +95,7 @@ def test_the_judge_of_a_second_run_comes_from_the_cache(quality_run, tmp_path):
 
 
 def test_bad_options_name_the_value():
-    with pytest.raises(ValueError, match="callbacks.quality.n_per_class must be an int >= 1"):
+    with pytest.raises(ValueError, match="callbacks.quality.n_per_class must be an integer >= 1"):
         QualityPanel(sampler=lambda schedule: None, n_per_class=0)
     with pytest.raises(ValueError, match="metric_direction must be one of"):
         QualityPanel(sampler=lambda schedule: None, metric_direction="down")

@@ -16,7 +16,7 @@ import torch
 from test_preemption import WATCHED, csv_rows, interrupt, start_train, steps_logged, wait_until
 from test_train import run_train
 
-from diffusion_lab.resume import merge_overrides
+from diffusion_lab.runs.resume import merge_overrides
 
 # T = 300 makes each DDPM grid take a few seconds (a grid to interrupt); 12 short steps per epoch
 EXACT = [

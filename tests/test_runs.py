@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from diffusion_lab.runs import newest_checkpoint, newest_sweep, repo_root, sweep_jobs
+from diffusion_lab.runs.layout import newest_checkpoint, newest_sweep, repo_root, sweep_jobs
 
 
 def touch(path, mtime):
@@ -20,8 +20,10 @@ def test_newest_checkpoint_is_the_last_written(tmp_path):
     runs = tmp_path / "outputs" / "train" / "runs"
     touch(runs / "b" / "checkpoints" / "last.ckpt", 100)
     newer = touch(runs / "a" / "checkpoints" / "last.ckpt", 200)
-    assert newest_checkpoint(tmp_path) == newer
-    with pytest.raises(FileNotFoundError, match="diffusion-train.*DIFFUSION_LAB_CKPT"):
+    best = touch(runs / "b" / "checkpoints" / "best-epoch001-val_loss0.1.ckpt", 50)
+    assert newest_checkpoint(runs) == newer
+    assert newest_checkpoint(runs, kind="best") == best
+    with pytest.raises(FileNotFoundError, match="has a checkpoints/last.ckpt; train one first"):
         newest_checkpoint(tmp_path / "elsewhere")
 
 

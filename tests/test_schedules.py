@@ -98,8 +98,8 @@ def test_posterior_variance_formula():
     ("kwargs", "message"),
     [
         ({"name": "exponential", "timesteps": 10}, "unknown schedule 'exponential'"),
-        ({"name": "linear", "timesteps": 0}, "timesteps must be an integer T >= 1"),
-        ({"name": "linear", "timesteps": 2.5}, "timesteps must be an integer"),
+        ({"name": "linear", "timesteps": 0}, "timesteps T must be an integer >= 1"),
+        ({"name": "linear", "timesteps": 2.5}, "timesteps T must be an integer"),
         ({"name": "linear", "timesteps": 10, "beta_start": 0.1, "beta_end": 0.01}, "beta_start"),
         ({"name": "linear", "timesteps": 10, "beta_end": 1.5}, "beta_end=1.5"),
     ],

@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 from test_train import TINY
 
-from diffusion_lab.summary import main as summary_main
+from diffusion_lab.sweeps.cli import main as summary_main
 from diffusion_lab.sweeps.summary import read_sweep, summary_markdown, write_summary
 
 ONE_EPOCH = [
@@ -164,7 +164,7 @@ def test_diffusion_summary_calls_a_job_without_result_killed(failing_sweep, tmp_
     for name in ("summary.csv", "summary.md", "summary.png"):
         (copy / name).unlink()
     (copy / "1" / "result.json").unlink()
-    command = [sys.executable, "-m", "diffusion_lab.summary", str(copy)]
+    command = [sys.executable, "-m", "diffusion_lab.sweeps.cli", str(copy)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "| 1 | model.n_feat=8 | killed |" in result.stdout
@@ -192,7 +192,7 @@ def test_with_wandb_the_table_is_logged_once_in_the_sweeps_group(tmp_path):
     assert f"train-{sweep.name}".encode() in job_data and job_type not in job_data
     shutil.rmtree(sweep / "wandb")  # diffusion-summary --wandb logs it again, to the same group
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    command = [sys.executable, "-m", "diffusion_lab.summary", str(sweep), "--wandb"]
+    command = [sys.executable, "-m", "diffusion_lab.sweeps.cli", str(sweep), "--wandb"]
     rebuilt = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert rebuilt.returncode == 0, rebuilt.stderr
     (summary_run,) = (sweep / "wandb").glob("offline-run-*")

@@ -14,8 +14,8 @@ import yaml
 from test_summary import run_multirun
 from test_train import compose_train, run_train
 
-from diffusion_lab.sweeps import RESULT_FILE, optimized_value, recording_result
-from diffusion_lab.sweeps.results import check_direction
+from diffusion_lab.runs.layout import RESULT_FILE
+from diffusion_lab.runs.result import check_direction, optimized_value, recording_result
 
 
 def test_optimized_metric_is_the_quality_panels_fid_or_without_it_the_validation_loss(tmp_path):

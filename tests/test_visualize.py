@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusion_lab.visualize import (
+from diffusion_lab.utils.images import (
     atomic_write,
     labelled_grid,
     save_gif,

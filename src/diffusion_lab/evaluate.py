@@ -27,7 +27,6 @@ the judge is trained. The work itself lives in evaluation/, shared with the qual
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab import CONFIG_DIR
-from diffusion_lab.checkpoints import load_module, resolve_checkpoint, resolve_device
 from diffusion_lab.diffusion import Sampler
+from diffusion_lab.evaluation.data_choice import DataChoice, choose_data
 from diffusion_lab.evaluation.judge_cache import Judge, JudgeOptions, get_judge
 from diffusion_lab.evaluation.metrics import KID_SUBSETS, check_kid_subset_size
 from diffusion_lab.evaluation.panel import PanelEntry, drop_steps_above, expand_panel
@@ -61,8 +60,9 @@ from diffusion_lab.evaluation.report import (
 )
 from diffusion_lab.evaluation.study import real_row, run_study
 from diffusion_lab.lit_module import DiffusionModule
-from diffusion_lab.run_config import DataChoice, choose_data
-from diffusion_lab.timing import device_name
+from diffusion_lab.runs.checkpoints import load_module, resolve_checkpoint, resolve_device
+from diffusion_lab.utils.checks import require_bool, require_int, require_number
+from diffusion_lab.utils.timing import device_name
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +71,10 @@ log = logging.getLogger(__name__)
 def check_options(cfg: DictConfig) -> None:
     """n_per_class an int >= 1, seed an int >= 0, guidance_scale a finite number >= 0, use_ema a
     boolean, the judge's training options; the samplers check their own options."""
-    n = cfg.n_per_class
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n_per_class must be an integer >= 1, got {n!r}")
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {cfg.seed!r}")
-    guidance = cfg.guidance_scale
-    if isinstance(guidance, bool) or not isinstance(guidance, int | float) or not guidance >= 0:
-        raise ValueError(f"guidance_scale must be a number >= 0, got {guidance!r}")
-    if not math.isfinite(guidance):
-        raise ValueError(f"guidance_scale must be finite, got {guidance!r}")
-    if not isinstance(cfg.use_ema, bool):
-        raise ValueError(f"use_ema must be true or false, got {cfg.use_ema!r}")
+    require_int("n_per_class", cfg.n_per_class, minimum=1)
+    require_int("seed", cfg.seed, minimum=0)
+    require_number("guidance_scale", cfg.guidance_scale, minimum=0)
+    require_bool("use_ema", cfg.use_ema)
     judge_options(cfg)
 
 

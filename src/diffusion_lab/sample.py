@@ -13,7 +13,6 @@ before sampling, and files are written (atomically) only after sampling succeede
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +26,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 
 from diffusion_lab import CONFIG_DIR
-from diffusion_lab.checkpoints import load_module, resolve_checkpoint, resolve_device
 from diffusion_lab.diffusion import Sampler
 from diffusion_lab.diffusion.contexts import parse_context, parse_contexts
 from diffusion_lab.diffusion.samplers import StepCallback
 from diffusion_lab.lit_module import DiffusionModule
-from diffusion_lab.progress import track
-from diffusion_lab.timing import timed
-from diffusion_lab.visualize import atomic_write, labelled_grid, save_gif, save_image, to_uint8
+from diffusion_lab.runs.checkpoints import load_module, resolve_checkpoint, resolve_device
+from diffusion_lab.utils.checks import require_int, require_number
+from diffusion_lab.utils.images import labelled_grid, save_gif, save_image, to_uint8
+from diffusion_lab.utils.io import atomic_write
+from diffusion_lab.utils.progress import track
+from diffusion_lab.utils.timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +48,9 @@ ANIMATION_FILE = "denoising.gif"
 def check_options(cfg: DictConfig) -> None:
     """The plain numeric fields: n, animation_every and scale >= 1, guidance_scale >= 0, an int seed."""
     for name in ("n", "animation_every", "scale"):
-        value = cfg[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    guidance = cfg.guidance_scale
-    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not guidance >= 0:
-        raise ValueError(f"guidance_scale must be a number >= 0, got {guidance!r}")
-    if not math.isfinite(guidance):
-        raise ValueError(f"guidance_scale must be finite, got {guidance!r}")
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
-        raise ValueError(f"seed must be an integer, got {cfg.seed!r}")
+        require_int(name, cfg[name], minimum=1)
+    require_number("guidance_scale", cfg.guidance_scale, minimum=0)
+    require_int("seed", cfg.seed)
 
 
 def raw_context(weights: Sequence[Any], class_names: Sequence[str]) -> torch.Tensor:

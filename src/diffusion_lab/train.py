@@ -8,7 +8,6 @@ diffusion-train -m scheduler=linear,cosine sampler.steps=10,50
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import hydra
@@ -23,24 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab import CONFIG_DIR
 from diffusion_lab.lit_module import DiffusionModule
-from diffusion_lab.loggers import wandb_run_id
-from diffusion_lab.resume import checkpoint_to_fit_from, resumed_config
-from diffusion_lab.sweeps import optimized_value, recording_result
-from diffusion_lab.sweeps.wandb_summary import sweep_group
+from diffusion_lab.runs.result import is_rank_zero, optimized_value, recording_result
+from diffusion_lab.runs.resume import checkpoint_to_fit_from, resumed_config
+from diffusion_lab.sweeps.summary import write_summary
+from diffusion_lab.utils.checks import is_int, require_number
 
 log = logging.getLogger(__name__)
-
-
-def _run_identity() -> tuple[str, str | None]:
-    """(run name from the command-line overrides, W&B group shared by one multirun's jobs)."""
-    if not HydraConfig.initialized():
-        return "default", None
-    hydra_cfg = HydraConfig.get()
-    name = hydra_cfg.job.override_dirname or "default"
-    group = None
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        group = sweep_group(hydra_cfg.job.name, hydra_cfg.sweep.dir)
-    return name, group
 
 
 def instantiate_plainly(config: DictConfig, **kwargs):
@@ -58,18 +45,8 @@ def instantiate_plainly(config: DictConfig, **kwargs):
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
-    name, group = _run_identity()
-    loggers = []
-    for logger_cfg in (cfg.get("logger") or {}).values():
-        extra = {}
-        if logger_cfg._target_.endswith("make_wandb_logger"):
-            extra = {"name": logger_cfg.name or name, "group": logger_cfg.group or group}
-            if HydraConfig.initialized() and not logger_cfg.get("id"):
-                # one W&B run per run folder: a resumed run logs into the same one
-                run_dir = Path(HydraConfig.get().runtime.output_dir)
-                extra.update(id=wandb_run_id(run_dir), resume="allow")
-        loggers.append(instantiate(logger_cfg, **extra))
-    return loggers
+    """Every configured logger (conf/logger/): W&B's name, group and id come from its config."""
+    return [instantiate(logger_cfg) for logger_cfg in (cfg.get("logger") or {}).values()]
 
 
 def _check_monitored_metrics(cfg: DictConfig) -> None:
@@ -104,27 +81,20 @@ def build_module(cfg: DictConfig) -> DiffusionModule:
     )
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def check_numbers(cfg: DictConfig) -> None:
     """Numbers that would fail late (after the run folder filled) or train nothing, checked first:
     the learning rate, the epoch count, the grids' guidance weight. (data.* is checked by the
     datamodule, which is built before anything is written too.)"""
     lr = OmegaConf.select(cfg, "module.optimizer.lr")
-    if lr is not None and not (_is_number(lr) and lr > 0):
-        raise ValueError(f"module.optimizer.lr must be a finite number > 0, got {lr!r}")
+    if lr is not None:
+        require_number("module.optimizer.lr", lr, minimum=0, above=True)
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
-    valid_epochs = isinstance(epochs, int) and not isinstance(epochs, bool)
-    if epochs is not None and not (valid_epochs and (epochs >= 1 or epochs == -1)):
+    if epochs is not None and not (is_int(epochs) and (epochs >= 1 or epochs == -1)):
         raise ValueError(
             f"trainer.max_epochs must be an integer >= 1 (or -1: no limit, with trainer.max_steps),"
             f" got {epochs!r}"
         )
-    guidance = cfg.get("guidance_scale", 0.0)
-    if not (_is_number(guidance) and guidance >= 0):
-        raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance!r}")
+    require_number("guidance_scale", cfg.get("guidance_scale", 0.0), minimum=0)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -138,10 +108,29 @@ def train(cfg: DictConfig) -> dict[str, float]:
     cfg = resumed_config(cfg)
     check_numbers(cfg)
     datamodule, module, checkpoint = prepare(cfg)
-    with recording_result(cfg) as result:
-        metrics = result.finish(fit(cfg, datamodule, module, checkpoint))
+    try:
+        with recording_result(cfg) as result:
+            metrics = result.finish(fit(cfg, datamodule, module, checkpoint))
+    except (SystemExit, KeyboardInterrupt):
+        # a stop ends the whole multirun (Hydra's callbacks do not run for it): show the stopped
+        # job in the sweep's summary now, as interrupted (interrupted.json) or killed
+        refresh_sweep_summary()
+        raise
     log.info("final metrics: %s", metrics)
     return metrics
+
+
+def refresh_sweep_summary() -> None:
+    """Rebuild the sweep's summary from inside a multirun job (rank zero), never raising."""
+    if not HydraConfig.initialized() or not is_rank_zero():
+        return
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return
+    try:
+        write_summary(Path(hydra_cfg.sweep.dir), live=False)
+    except Exception:  # the stop's own exit status is what matters here
+        log.exception("could not write the sweep summary in %s", hydra_cfg.sweep.dir)
 
 
 def prepare(cfg: DictConfig) -> tuple[L.LightningDataModule, DiffusionModule, Path | None]:

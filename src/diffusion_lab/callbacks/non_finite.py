@@ -18,6 +18,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from diffusion_lab.utils.checks import require_int
+
 log = logging.getLogger(__name__)
 
 
@@ -52,13 +54,7 @@ class NonFiniteGuard(L.Callback):
     """
 
     def __init__(self, every_n_steps: int = 1) -> None:
-        if (
-            isinstance(every_n_steps, bool)
-            or not isinstance(every_n_steps, int)
-            or every_n_steps < 1
-        ):
-            raise ValueError(f"every_n_steps must be an integer >= 1, got {every_n_steps!r}")
-        self.every_n_steps = every_n_steps
+        self.every_n_steps = require_int("every_n_steps", every_n_steps, minimum=1)
         self._loss: torch.Tensor | None = None
 
     def on_before_backward(

@@ -37,11 +37,10 @@ import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
 from diffusion_lab.diffusion.samplers import StepCallback
+from diffusion_lab.runs.layout import CHECKPOINTS_DIR, INTERRUPTED_FILE, LAST_FILE
 
 log = logging.getLogger(__name__)
 
-INTERRUPTED_FILE = "interrupted.json"
-CHECKPOINT_FILE = "last.ckpt"
 
 # the signal received, process-wide (signals are): {"signum": int, "time": float} once one came
 _received: dict[str, float] = {}
@@ -125,7 +124,7 @@ class Preemption(L.Callback):
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.dirpath / CHECKPOINT_FILE
+        return self.dirpath / LAST_FILE
 
     # --- listening ------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -136,7 +135,7 @@ class Preemption(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after Lightning registered its own handlers (Trainer._run), so ours replace them
         self.run_dir = self.run_dir or Path(trainer.default_root_dir)
-        self.dirpath = self.dirpath or self.run_dir / "checkpoints"
+        self.dirpath = self.dirpath or self.run_dir / CHECKPOINTS_DIR
         if trainer.is_global_zero:
             (self.run_dir / INTERRUPTED_FILE).unlink(missing_ok=True)  # this run goes on now
         if _under_slurm_requeue(trainer):

@@ -17,14 +17,16 @@ from typing import Any
 
 import lightning as L
 
+from diffusion_lab.callbacks.epochs import is_due, is_last_epoch
 from diffusion_lab.diffusion import NoiseSchedule, Sampler
 from diffusion_lab.evaluation.classifier import MIN_HEIGHT
 from diffusion_lab.evaluation.judge_cache import Judge, JudgeOptions, get_judge
 from diffusion_lab.evaluation.panel import PanelEntry
 from diffusion_lab.evaluation.real_sets import RealSets, choose_real_sets, labelled_images
 from diffusion_lab.evaluation.study import run_study
-from diffusion_lab.progress import ProgressFactory, track, trainer_progress
-from diffusion_lab.timing import timed
+from diffusion_lab.utils.checks import require_choice, require_int
+from diffusion_lab.utils.progress import ProgressFactory, track, trainer_progress
+from diffusion_lab.utils.timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +73,9 @@ class QualityPanel(L.Callback):
         metric: str = "quality/ddim/fid",
         metric_direction: str = "minimize",
     ) -> None:
-        for name, value in (("every_n_epochs", every_n_epochs), ("n_per_class", n_per_class)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"callbacks.quality.{name} must be an int >= 1, got {value!r}")
-        if metric_direction not in METRIC_DIRECTIONS:
-            raise ValueError(
-                f"callbacks.quality.metric_direction must be one of {METRIC_DIRECTIONS}, "
-                f"got {metric_direction!r}"
-            )
+        require_int("callbacks.quality.every_n_epochs", every_n_epochs, minimum=1)
+        require_int("callbacks.quality.n_per_class", n_per_class, minimum=1)
+        require_choice("callbacks.quality.metric_direction", metric_direction, METRIC_DIRECTIONS)
         panel = {sampler_name: sampler} if sampler is not None else {}
         panel.update({name: f for name, f in (samplers or {}).items() if f is not None})
         if not panel:
@@ -179,21 +176,13 @@ class QualityPanel(L.Callback):
         return True
 
     # --- every N epochs ---------------------------------------------------------------
-    @staticmethod
-    def is_last_epoch(trainer: L.Trainer) -> bool:
-        """The epoch that ends training: max_epochs or max_steps reached, or a stop requested."""
-        epochs_done = (
-            trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
-        )
-        steps_done = (
-            trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps
-        )
-        return epochs_done or steps_done or trainer.should_stop
-
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
-        last = self.is_last_epoch(trainer)
-        due = (trainer.current_epoch + 1) % self.every_n_epochs == 0 or last
-        if not self.enabled or not due or not trainer.is_global_zero:
+        last = is_last_epoch(trainer)
+        if (
+            not self.enabled
+            or not is_due(trainer, self.every_n_epochs)
+            or not trainer.is_global_zero
+        ):
             return
         if not self._prepare(trainer, pl_module):
             return

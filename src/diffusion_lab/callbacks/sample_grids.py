@@ -17,12 +17,14 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
+from diffusion_lab.callbacks.epochs import is_due, is_last_epoch
 from diffusion_lab.callbacks.preemption import stopping
 from diffusion_lab.diffusion import DDIMSampler, DDPMSampler, Sampler
 from diffusion_lab.diffusion.samplers import StepCallback
-from diffusion_lab.progress import ProgressFactory, track, trainer_progress
-from diffusion_lab.timing import timed
-from diffusion_lab.visualize import labelled_grid, save_gif, save_image, side_by_side
+from diffusion_lab.runs.layout import SAMPLES_DIR
+from diffusion_lab.utils.images import labelled_grid, save_gif, save_image, side_by_side
+from diffusion_lab.utils.progress import ProgressFactory, track, trainer_progress
+from diffusion_lab.utils.timing import timed
 
 log = logging.getLogger(__name__)
 ANIMATION_COLUMNS = 4
@@ -113,7 +115,7 @@ class SampleGrids(L.Callback):
     # --- set-up ------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         if self.output_dir is None:
-            self.output_dir = Path(trainer.default_root_dir) / "samples"
+            self.output_dir = Path(trainer.default_root_dir) / SAMPLES_DIR
         # build now, so a bad ddim_steps or variance fails before the first epoch, not after it
         clip = self.clip_denoised
         self.ddpm = DDPMSampler(pl_module.schedule, variance=self.ddpm_variance, clip_denoised=clip)
@@ -137,8 +139,8 @@ class SampleGrids(L.Callback):
     # --- every N epochs -----------------------------------------------------------------
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         epoch = trainer.current_epoch
-        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
-        if not trainer.is_global_zero or not ((epoch + 1) % self.every_n_epochs == 0 or last):
+        last = is_last_epoch(trainer)
+        if not trainer.is_global_zero or not is_due(trainer, self.every_n_epochs):
             return
         # the sampling noise comes from the callback's own generators: the grid leaves the training
         # RNG untouched (an exact resume), and every epoch's grid draws the same noise

@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from diffusion_lab.data.index_loader import IndexLoader
 from diffusion_lab.data.source import ImageSource, LoadedImages
+from diffusion_lab.utils.checks import require_choice, require_int, require_number
 
 LOADERS = ("index", "torch")
 
@@ -65,18 +66,19 @@ class DiffusionDataModule(L.LightningDataModule):
                 f"source must be an ImageSource (DigitsSource, SpritesSource, CIFAR10Source, "
                 f"ImageFolderSource, ...); got {type(source).__name__}"
             )
-        _require_int("batch_size", batch_size, minimum=1)
-        _require_int("num_workers", num_workers, minimum=0)
-        _require_int("seed", seed, minimum=0)
-        _require_int("channels", channels, minimum=1)
-        _require_int("image_size", image_size, minimum=1)
-        _require_int("num_classes", num_classes, minimum=1)
-        if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float):
-            raise ValueError(f"data.val_fraction must be a number in [0, 1); got {val_fraction!r}")
+        for name, value, minimum in (
+            ("batch_size", batch_size, 1),
+            ("num_workers", num_workers, 0),
+            ("seed", seed, 0),
+            ("channels", channels, 1),
+            ("image_size", image_size, 1),
+            ("num_classes", num_classes, 1),
+        ):
+            require_int(f"data.{name}", value, minimum=minimum)
+        require_number("data.val_fraction", val_fraction)
         if not 0 <= val_fraction < 1:
             raise ValueError(f"data.val_fraction must be in [0, 1); got {val_fraction}")
-        if loader not in LOADERS:
-            raise ValueError(f"data.loader must be one of {', '.join(LOADERS)}; got {loader!r}")
+        require_choice("data.loader", loader, LOADERS)
         if loader == "index" and (num_workers > 0 or pin_memory):
             raise ValueError(
                 f"data.num_workers={num_workers} and data.pin_memory={pin_memory} apply to "
@@ -212,8 +214,3 @@ def to_model_input(images: torch.Tensor, hflip: bool = False) -> torch.Tensor:
         flip = torch.rand(images.shape[0], device=images.device) < 0.5
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
     return images
-
-
-def _require_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"data.{name} must be an int >= {minimum}; got {value!r}")

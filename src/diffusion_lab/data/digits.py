@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 from diffusion_lab.data.source import ImageSource, LoadedImages, one_hot_contexts
+from diffusion_lab.utils.checks import require_int
 
 DIGITS_MAX_VALUE = 16  # load_digits() pixels are counts 0..16 (4x4 blocks of a 32x32 bitmap)
 
@@ -23,9 +24,7 @@ class DigitsSource(ImageSource):
     name = "digits"
 
     def __init__(self, image_size: int = 16) -> None:
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"image_size must be a positive int; got {image_size!r}")
-        self.image_size = image_size
+        self.image_size = require_int("image_size", image_size, minimum=1)
 
     def load(self) -> LoadedImages:
         digits = load_digits()

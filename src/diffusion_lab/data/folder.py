@@ -11,6 +11,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from diffusion_lab.data.source import ImageSource, LoadedImages, one_hot_contexts
+from diffusion_lab.utils.checks import require_int
 
 PIL_MODE_BY_CHANNELS = {1: "L", 3: "RGB"}
 
@@ -28,8 +29,7 @@ class ImageFolderSource(ImageSource):
     name = "folder"
 
     def __init__(self, root: str | Path, image_size: int, channels: int = 3) -> None:
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"image_size must be a positive int; got {image_size!r}")
+        require_int("image_size", image_size, minimum=1)
         if channels not in PIL_MODE_BY_CHANNELS:
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB); got {channels!r}")
         self.root = Path(root)

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffusion_lab.utils.checks import require_int
+
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """A 63-bit generator seed for (data seed, epoch), distinct for distinct pairs in practice.
@@ -130,8 +132,7 @@ class IndexLoader:
         sizes = {len(tensor) for tensor in tensors}
         if len(sizes) != 1:
             raise ValueError(f"all tensors must have the same first dimension; got {sorted(sizes)}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1; got {batch_size!r}")
+        require_int("batch_size", batch_size, minimum=1)
         self.tensors = tuple(tensor.to(device) for tensor in tensors)
         self.batch_size = batch_size
         self.drop_last = drop_last

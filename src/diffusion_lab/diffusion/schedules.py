@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 import torch
 
+from diffusion_lab.utils.checks import require_int
+
 SCHEDULE_NAMES = ("linear", "cosine", "quadratic", "sigmoid")
 
 
@@ -180,8 +182,7 @@ def make_schedule(
     """
     if name not in _BETA_BUILDERS:
         raise ValueError(f"unknown schedule {name!r}; accepted: {', '.join(SCHEDULE_NAMES)}")
-    if isinstance(timesteps, bool) or int(timesteps) != timesteps or timesteps < 1:
-        raise ValueError(f"timesteps must be an integer T >= 1, got {timesteps!r}")
+    require_int("timesteps T", timesteps, minimum=1)
     if not 0 < beta_start <= beta_end < 1:
         raise ValueError(
             f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}"

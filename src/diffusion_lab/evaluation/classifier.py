@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffusion_lab.utils.checks import require_int, require_number
+
 MIN_HEIGHT = 8  # after two 2x2 max-pools the last block's BatchNorm still sees 2x2 values per image
 # called after every training epoch with (epoch from 1, epochs in all, the epoch's mean loss)
 EpochCallback = Callable[[int, int, float], None]
@@ -67,10 +69,7 @@ class ImageClassifier(nn.Module):
             ("width", width, 1),
             ("feature_dim", feature_dim, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(
-                    f"ImageClassifier {name} must be an int >= {minimum}, got {value!r}"
-                )
+            require_int(f"ImageClassifier {name}", value, minimum=minimum)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.height = height
@@ -126,12 +125,9 @@ def predict(
 
 def check_training_options(epochs: int, batch_size: int, lr: float) -> None:
     """epochs and batch_size ints >= 1, lr a finite number > 0."""
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"classifier.epochs must be an int >= 1, got {epochs!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"classifier.batch_size must be an int >= 1, got {batch_size!r}")
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf:
-        raise ValueError(f"classifier.lr must be a number > 0, got {lr!r}")
+    require_int("classifier.epochs", epochs, minimum=1)
+    require_int("classifier.batch_size", batch_size, minimum=1)
+    require_number("classifier.lr", lr, minimum=0, above=True)
 
 
 def _check_split(

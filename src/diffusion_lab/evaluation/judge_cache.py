@@ -38,9 +38,10 @@ from diffusion_lab.evaluation.classifier import (
     train_classifier,
 )
 from diffusion_lab.evaluation.real_sets import LabelledImages
-from diffusion_lab.progress import ProgressFactory, track
-from diffusion_lab.timing import timed
-from diffusion_lab.visualize import atomic_write
+from diffusion_lab.utils.checks import require_int
+from diffusion_lab.utils.io import atomic_write
+from diffusion_lab.utils.progress import ProgressFactory, track
+from diffusion_lab.utils.timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,7 @@ class JudgeOptions:
 
     def __post_init__(self) -> None:
         check_training_options(self.epochs, self.batch_size, self.lr)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"the judge's seed must be an int >= 0, got {self.seed!r}")
+        require_int("the judge's seed", self.seed, minimum=0)
 
 
 @dataclass

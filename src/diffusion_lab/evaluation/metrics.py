@@ -16,6 +16,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from diffusion_lab.evaluation.classifier import ImageClassifier, predict
+from diffusion_lab.utils.checks import require_int
 
 KID_SUBSETS = 100  # torchmetrics' default number of random subsets KID averages over
 FEATURE_BATCH = 512
@@ -74,8 +75,7 @@ def class_accuracy(
 
 def check_kid_subset_size(subset_size: int, num_real: int, num_fake: int) -> None:
     """KID draws subsets of ``subset_size`` images from each side: it needs 2 <= it <= both sizes."""
-    if isinstance(subset_size, bool) or not isinstance(subset_size, int) or subset_size < 2:
-        raise ValueError(f"kid_subset_size must be an int >= 2, got {subset_size!r}")
+    require_int("kid_subset_size", subset_size, minimum=2)
     if subset_size > min(num_real, num_fake):
         raise ValueError(
             f"kid_subset_size={subset_size} is larger than the sets it samples from: "

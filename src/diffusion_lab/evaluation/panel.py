@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from diffusion_lab.utils.checks import is_int
+
 
 @dataclass(frozen=True)
 class PanelEntry:
@@ -86,7 +88,7 @@ def drop_steps_above(
     kept, dropped = [], []
     for entry in entries:
         steps = entry.options.get("steps")
-        too_many = isinstance(steps, int) and not isinstance(steps, bool) and steps > timesteps
+        too_many = is_int(steps) and steps > timesteps
         (dropped if too_many else kept).append(entry)
     if not kept:
         raise ValueError(

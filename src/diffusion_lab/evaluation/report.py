@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from diffusion_lab.evaluation.study import ROW_FIELDS
-from diffusion_lab.visualize import atomic_write
+from diffusion_lab.utils.io import atomic_write
 
 CSV_FILE = "results.csv"
 MARKDOWN_FILE = "results.md"

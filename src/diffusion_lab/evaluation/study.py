@@ -31,8 +31,9 @@ from diffusion_lab.evaluation.metrics import (
     feature_distances,
 )
 from diffusion_lab.evaluation.panel import PanelEntry
-from diffusion_lab.progress import ProgressFactory, track
-from diffusion_lab.timing import timed
+from diffusion_lab.utils.checks import require_int
+from diffusion_lab.utils.progress import ProgressFactory, track
+from diffusion_lab.utils.timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,6 @@ ROW_FIELDS = (
 )
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def study_inputs(
     num_classes: int, image_shape: Sequence[int], n_per_class: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -63,8 +60,7 @@ def study_inputs(
     Returns (labels (N,) = 0,..,0, 1,..., K-1; one-hot contexts (N, K); noise x_T (N, C, H, W)
     ~ N(0, I) from a CPU generator seeded with ``seed``), N = K n_per_class.
     """
-    if not _is_int(n_per_class) or n_per_class < 1:
-        raise ValueError(f"n_per_class must be an int >= 1, got {n_per_class!r}")
+    require_int("n_per_class", n_per_class, minimum=1)
     labels = torch.arange(num_classes).repeat_interleave(n_per_class)
     contexts = torch.eye(num_classes)[labels]
     generator = torch.Generator().manual_seed(seed)

@@ -1,12 +1,2 @@
-"""Sweeps: what one run leaves behind (result.json), the multirun summary (summary.csv, .md, .png)
-and the Hydra callback that rebuilds it as jobs end."""
-
-from diffusion_lab.sweeps import slurm  # noqa: F401  (registers the launcher's resolvers)
-from diffusion_lab.sweeps.results import (
-    INTERRUPTED_FILE,
-    RESULT_FILE,
-    optimized_value,
-    recording_result,
-)
-
-__all__ = ["INTERRUPTED_FILE", "RESULT_FILE", "optimized_value", "recording_result"]
+"""Sweeps: one job's row, the multirun summary (summary.csv, .md, .png), the Hydra callback that
+rebuilds it as jobs end, its W&B table, the launchers' settings and diffusion-summary."""

@@ -17,14 +17,10 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from diffusion_lab.sweeps.results import (
-    INTERRUPTED_FILE,
-    RESULT_FILE,
-    error_line,
-    is_rank_zero,
-    write_json,
-)
+from diffusion_lab.runs.layout import INTERRUPTED_FILE, RESULT_FILE
+from diffusion_lab.runs.result import error_line, is_rank_zero
 from diffusion_lab.sweeps.summary import write_summary
+from diffusion_lab.utils.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +55,7 @@ class SweepSummary(Callback):
         sweep = Path(config.hydra.sweep.dir)
         rows = self._rebuild(sweep, live=False)
         if rows and self.wandb:
-            from diffusion_lab.sweeps.wandb_summary import log_summary, wandb_settings
+            from diffusion_lab.sweeps.wandb import log_summary, wandb_settings
 
             settings = wandb_settings(config, sweep)
             if settings is not None:
@@ -84,7 +80,11 @@ def _record_failure(job_dir: Path, job_return: JobReturn) -> None:
     result.json from its return, so the summary shows failed rather than killed."""
     if (job_dir / RESULT_FILE).exists() or (job_dir / INTERRUPTED_FILE).exists():
         return
-    error = job_return._return_value  # JobReturn.return_value would re-raise it
+    try:
+        job_return.return_value  # noqa: B018  (a failed job's return_value re-raises its error)
+        return
+    except Exception as raised:
+        error = raised
     write_json(
         job_dir / RESULT_FILE,
         {

@@ -8,8 +8,8 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from diffusion_lab.sweeps.summary import JobRow, best_row, varying_overrides
-from diffusion_lab.visualize import atomic_write
+from diffusion_lab.sweeps.rows import JobRow, best_row, varying_overrides
+from diffusion_lab.utils.io import atomic_write
 
 COLUMNS = 4  # grids per row of the figure
 FAILED = "tab:red"

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from diffusion_lab.diffusion.schedules import NoiseSchedule
+from diffusion_lab.utils.checks import require_int, require_number
 
 Model = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 # called after every step with (step index from 1, steps in all, t_prev, x_{t_prev}); for progress
@@ -60,16 +61,12 @@ class NFECounter:
 
 def check_eps_scale(eps_scale: float) -> float:
     """``eps_scale`` as a float, refused unless finite and > 0."""
-    if isinstance(eps_scale, bool) or not math.isfinite(eps_scale) or eps_scale <= 0:
-        raise ValueError(f"eps_scale must be a finite number > 0 (1.0 = off), got {eps_scale!r}")
-    return float(eps_scale)
+    return require_number("eps_scale", eps_scale, minimum=0, above=True)
 
 
 def check_steps(steps: int, total: int, name: str) -> int:
     """``steps`` as an int in 1..T, refused otherwise with the sampler's ``name``."""
-    if isinstance(steps, bool) or int(steps) != steps or not 1 <= steps <= total:
-        raise ValueError(f"{name} steps must be an integer in 1..T={total}, got {steps!r}")
-    return int(steps)
+    return require_int(f"{name} steps (T={total})", steps, minimum=1, maximum=total)
 
 
 def spaced_timesteps(total: int, steps: int) -> list[int]:

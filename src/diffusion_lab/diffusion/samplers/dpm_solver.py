@@ -27,6 +27,7 @@ import math
 
 from diffusion_lab.diffusion.samplers.base import Sampler, check_steps, spaced_timesteps
 from diffusion_lab.diffusion.schedules import NoiseSchedule
+from diffusion_lab.utils.checks import require_int
 
 DPM_SOLVER_ORDERS = (1, 2, 3)
 LOWER_ORDER_FINAL_BELOW = 15  # diffusers' threshold for lowering the order of the last steps
@@ -54,8 +55,7 @@ class DPMSolverSampler(Sampler):
         eps_scale: float = 1.0,
     ) -> None:
         steps = check_steps(steps, schedule.timesteps, "DPM-Solver")
-        if isinstance(order, bool) or order not in DPM_SOLVER_ORDERS:
-            raise ValueError(f"DPM-Solver order must be 1, 2 or 3, got {order!r}")
+        require_int("DPM-Solver order", order, minimum=1, maximum=max(DPM_SOLVER_ORDERS))
         super().__init__(schedule, clip_denoised, eps_scale)
         self.steps = steps
         self.order = int(order)

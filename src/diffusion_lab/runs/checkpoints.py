@@ -4,7 +4,7 @@ Shared by every entry point that takes a checkpoint (diffusion-train ``ckpt_path
 diffusion-sample, diffusion-eval). A checkpoint is named by
 
 - a ``.ckpt`` file (names without ``=``, e.g. ``best-epoch016-val_loss0.0497.ckpt``, parse as a
-  Hydra override unquoted; older names with ``=`` load too, quoted: ``'ckpt_path="<path>"'``),
+  Hydra override unquoted),
 - a training run folder: its one ``checkpoints/best-*.ckpt``, else ``checkpoints/last.ckpt``
   (``prefer="last"``: the other way round, as resuming wants),
 - ``last`` or ``best``: that checkpoint of the newest run under ``outputs/train/runs``
@@ -20,43 +20,32 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from omegaconf import OmegaConf
 
 from diffusion_lab.lit_module import CHECKPOINT_KEY, DiffusionModule
-from diffusion_lab.visualize import atomic_write
+from diffusion_lab.runs.layout import (
+    BEST_PATTERN,
+    CHECKPOINTS_DIR,
+    LAST_FILE,
+    TRAIN_RUNS_DIR,
+    newest_checkpoint,
+)
+from diffusion_lab.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 
 DEVICE_TYPES = ("cpu", "cuda")
 KEYWORDS = ("last", "best")
-TRAIN_RUNS_DIR = Path("outputs/train/runs")  # conf/hydra/default.yaml's run.dir for task train
-LAST_FILE = "last.ckpt"
-BEST_PATTERN = "best-*.ckpt"
 
 
 def _in_run_folder(run: Path, prefer: str) -> Path | None:
     """The run folder's checkpoint of kind ``prefer`` ("best" or "last"), else the other; None
     if it has neither (or several best-*.ckpt and no last.ckpt)."""
-    folder = run / "checkpoints"
+    folder = run / CHECKPOINTS_DIR
     best = sorted(folder.glob(BEST_PATTERN))
     last = folder / LAST_FILE
     found = {"best": best[0] if len(best) == 1 else None, "last": last if last.is_file() else None}
     other = "last" if prefer == "best" else "best"
     return found[prefer] or found[other]
-
-
-def newest_run_checkpoint(kind: str, runs_dir: Path = TRAIN_RUNS_DIR) -> Path:
-    """``last``/``best``: that checkpoint of the most recently written run under ``runs_dir``."""
-    pattern = LAST_FILE if kind == "last" else BEST_PATTERN
-    candidates = sorted(runs_dir.glob(f"*/checkpoints/{pattern}"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise FileNotFoundError(
-            f"ckpt_path={kind}: no run under {str(runs_dir.resolve())!r} has a "
-            f"checkpoints/{pattern}; train one first (diffusion-train) or give a .ckpt file or "
-            "a run folder"
-        )
-    log.info("ckpt_path=%s: picked %s (the newest run's)", kind, candidates[-1])
-    return candidates[-1]
 
 
 def resolve_checkpoint(
@@ -68,7 +57,12 @@ def resolve_checkpoint(
     if prefer not in KEYWORDS:
         raise ValueError(f"prefer must be one of {KEYWORDS}, got {prefer!r}")
     if str(path) in KEYWORDS and not Path(path).exists():
-        return newest_run_checkpoint(str(path), runs_dir)
+        try:
+            checkpoint = newest_checkpoint(runs_dir, kind=str(path))
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"ckpt_path={path}: {error}") from None
+        log.info("ckpt_path=%s: picked %s (the newest run's)", path, checkpoint)
+        return checkpoint
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(
@@ -79,37 +73,12 @@ def resolve_checkpoint(
         return path
     checkpoint = _in_run_folder(path, prefer)
     if checkpoint is None:
-        folder = path / "checkpoints"
+        folder = path / CHECKPOINTS_DIR
         raise FileNotFoundError(
             f"no checkpoint in the run folder {str(path)!r}: looked for one {folder}/{BEST_PATTERN} "
             f"(found {len(list(folder.glob(BEST_PATTERN)))}) and for {folder / LAST_FILE}"
         )
     return checkpoint
-
-
-def resume_run_dir(resume: str | None, fresh: str) -> str:
-    """``hydra.run.dir`` (the ``resume_run_dir`` resolver): the folder ``resume`` names (a run
-    folder, or ``last``: the newest run with a last.ckpt), else ``fresh``. A name that is no
-    folder also gives ``fresh``: diffusion-train then says what is wrong, in that new folder."""
-    if resume is None:
-        return fresh
-    if str(resume) == "last":
-        try:
-            return str(newest_run_checkpoint("last").parent.parent)
-        except FileNotFoundError:
-            return fresh
-    path = Path(str(resume)).expanduser()
-    return str(path) if path.is_dir() else fresh
-
-
-def resume_output_subdir(resume: str | None, stamp: str) -> str:
-    """``hydra.output_subdir``: ``.hydra``; when resuming ``.hydra/resume-<stamp>``, so that the
-    run's own composed config and overrides stay as they were."""
-    return ".hydra" if resume is None else f".hydra/resume-{stamp}"
-
-
-OmegaConf.register_new_resolver("resume_run_dir", resume_run_dir, replace=True)
-OmegaConf.register_new_resolver("resume_output_subdir", resume_output_subdir, replace=True)
 
 
 def check_checkpoint(path: Path) -> None:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid
+
+from diffusion_lab.utils.io import atomic_write
 
 BACKGROUND = (255, 255, 255)
 INK = (0, 0, 0)
@@ -83,30 +81,6 @@ def side_by_side(panels: Sequence[Image.Image], caption: str = "", gap: int = 12
             (2, height + 3), caption, fill=INK, font=ImageFont.load_default()
         )
     return canvas
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextmanager
-def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
-    """Open a temporary file beside ``path``; move it into place only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix
-    )
-    try:
-        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp's 0600 is for secrets, not images
-        with os.fdopen(handle, "wb") as stream:
-            yield stream
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def save_image(image: Image.Image, path: str | Path) -> Path:

@@ -1,13 +1,12 @@
 """Loggers: Weights & Biases that never blocks (offline unless credentials exist, or WANDB_MODE
-says), one W&B run id per run folder, and a CSV logger that a resumed run continues."""
+says) and a CSV logger that a resumed run continues. The W&B run's name, group and id (one run per
+run folder) are config values: conf/logger/wandb.yaml and the resolvers in diffusion_lab/resolvers.py."""
 
 from __future__ import annotations
 
 import csv
 import netrc
 import os
-import secrets
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -16,7 +15,6 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 DEFAULT_WANDB_HOST = "https://api.wandb.ai"
-WANDB_ID_FILE = "wandb_run_id"
 
 
 def wandb_credentials_found() -> bool:
@@ -48,18 +46,6 @@ def make_wandb_logger(offline: bool | None = None, **kwargs: Any) -> WandbLogger
     Offline runs land in ``<save_dir>/wandb/offline-run-*``; upload them with ``wandb sync``.
     """
     return WandbLogger(offline=wandb_offline(offline), **kwargs)
-
-
-def wandb_run_id(run_dir: Path) -> str:
-    """The W&B run id of a run folder: read from ``<run_dir>/wandb_run_id``, else a new one (8
-    characters, as W&B makes them) written there, so a resumed run logs into the same W&B run."""
-    path = Path(run_dir) / WANDB_ID_FILE
-    if path.is_file():
-        return path.read_text().strip()
-    run_id = secrets.token_hex(4)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(run_id + "\n")
-    return run_id
 
 
 class _ContinuingWriter(ExperimentWriter):

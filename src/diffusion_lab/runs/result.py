@@ -12,9 +12,7 @@ A run killed before its end (SIGKILL, a node lost) leaves none; a preempted run 
 from __future__ import annotations
 
 import datetime
-import json
 import logging
-import math
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,12 +21,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from diffusion_lab.visualize import atomic_write
+from diffusion_lab.runs.layout import RESULT_FILE
+from diffusion_lab.utils.io import write_json
 
 log = logging.getLogger(__name__)
 
-RESULT_FILE = "result.json"
-INTERRUPTED_FILE = "interrupted.json"
 DIRECTIONS = ("minimize", "maximize")
 
 
@@ -63,32 +60,6 @@ def is_rank_zero() -> bool:
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     return getattr(rank_zero_only, "rank", 0) == 0
-
-
-def write_json(path: Path, payload: Mapping[str, Any]) -> Path:
-    """JSON written atomically (a reader never sees half a file); NaN and inf become null."""
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {key: clean(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return [clean(item) for item in value]
-        return value
-
-    with atomic_write(path) as stream:
-        stream.write(json.dumps(clean(dict(payload)), indent=2).encode())
-    return path
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``, or None when it is missing or unreadable (a torn write)."""
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return payload if isinstance(payload, dict) else None
 
 
 class ResultRecorder:
@@ -151,30 +122,7 @@ def recording_result(cfg: DictConfig) -> Iterator[ResultRecorder]:
         except OSError as write_error:  # never hide the run's own error behind this one
             log.warning("could not write %s: %s", RESULT_FILE, write_error)
         raise
-    except (SystemExit, KeyboardInterrupt):
-        # a stop ends the whole multirun (Hydra's callbacks do not run for it): show the stopped
-        # job in the sweep's summary now, as interrupted (interrupted.json) or killed
-        _refresh_sweep_summary()
-        raise
     recorder.write()
-
-
-def _refresh_sweep_summary() -> None:
-    """Rebuild the sweep's summary from inside a multirun job (rank zero), never raising."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or not is_rank_zero():
-        return
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return
-    from diffusion_lab.sweeps.summary import write_summary  # imports this module
-
-    try:
-        write_summary(Path(hydra_cfg.sweep.dir), live=False)
-    except Exception:  # the stop's own exit status is what matters here
-        log.exception("could not write the sweep summary in %s", hydra_cfg.sweep.dir)
 
 
 def _hydra_run() -> tuple[Path | None, list[str]]:

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 from omegaconf import OmegaConf
 
-from diffusion_lab.sweeps.summary import SUMMARY_FILES, check_sweep_dir, write_summary
+from diffusion_lab.runs.layout import SUMMARY_FILES
+from diffusion_lab.sweeps.rows import check_sweep_dir
+from diffusion_lab.sweeps.summary import write_summary
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -44,14 +46,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print((sweep / "summary.md").read_text())
     print("wrote " + ", ".join(str(sweep / name) for name in SUMMARY_FILES))
     if args.wandb:
-        from diffusion_lab.sweeps.wandb_summary import log_summary, sweep_group, wandb_settings
+        from diffusion_lab.resolvers import sweep_group
+        from diffusion_lab.sweeps.wandb import log_summary, wandb_settings
 
         multirun = sweep / "multirun.yaml"
         config = OmegaConf.load(multirun) if multirun.is_file() else None
-        settings = wandb_settings(config, sweep) if config is not None else None
+        settings = wandb_settings(config, sweep)
         if settings is None:
             settings = {"project": "diffusion-lab", "entity": None, "offline": None}
-            settings["group"] = sweep_group("train", sweep)
+            settings["group"] = sweep_group("MULTIRUN", "train", sweep)
         print(f"logged to W&B: {log_summary(sweep, rows, **settings)}")
     return 0
 

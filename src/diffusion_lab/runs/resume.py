@@ -8,7 +8,7 @@ Hydra puts the job into the run folder (conf/hydra/default.yaml: ``hydra.run.dir
 - the checkpoint: ``<run>/checkpoints/last.ckpt`` (the epoch-end one, or the preemption's, mid-epoch);
 - the rest comes from the checkpoint: global step, optimizer, LR schedule, EMA, the loader's
   position inside the epoch, the RNG states (``callbacks.ResumeState``), and from the folder: the
-  W&B run id (``loggers.wandb_run_id``), the CSV log and train.log (appended).
+  W&B run id (``<run>/wandb_run_id``, resolvers.wandb_run_id), the CSV log and train.log (appended).
 
 ``ckpt_path=<checkpoint>`` instead starts a NEW run folder from a checkpoint's full training state.
 """
@@ -25,11 +25,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab import CONFIG_DIR
-from diffusion_lab.checkpoints import LAST_FILE, check_checkpoint, resolve_checkpoint
+from diffusion_lab.runs.checkpoints import check_checkpoint, resolve_checkpoint
+from diffusion_lab.runs.layout import CHECKPOINTS_DIR, LAST_FILE, RUN_OVERRIDES
 
 log = logging.getLogger(__name__)
-
-RUN_OVERRIDES = Path(".hydra") / "overrides.yaml"
 
 
 def _key(override: str) -> str:
@@ -69,7 +68,10 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
     if cfg.get("resume") is None:
         return cfg
     folder = run_folder()
-    if not (folder / RUN_OVERRIDES).is_file() or not (folder / "checkpoints" / LAST_FILE).is_file():
+    if (
+        not (folder / RUN_OVERRIDES).is_file()
+        or not (folder / CHECKPOINTS_DIR / LAST_FILE).is_file()
+    ):
         raise FileNotFoundError(
             f"resume={cfg.resume}: no run folder with {RUN_OVERRIDES} and checkpoints/{LAST_FILE} "
             f"there (looked in {str(folder)!r}); accepted: a diffusion-train run folder "
@@ -91,7 +93,7 @@ def checkpoint_to_fit_from(cfg: DictConfig) -> Path | None:
     last.ckpt; else ``ckpt_path`` (a .ckpt, a run folder: its last.ckpt, ``last`` or ``best``:
     the newest run's); None to start afresh."""
     if cfg.get("resume") is not None:
-        checkpoint = run_folder() / "checkpoints" / LAST_FILE
+        checkpoint = run_folder() / CHECKPOINTS_DIR / LAST_FILE
     elif cfg.get("ckpt_path") is not None:
         checkpoint = resolve_checkpoint(cfg.ckpt_path, prefer="last")
     else:

@@ -1,10 +1,8 @@
 """The data a checkpoint was trained with, and what an evaluation changed of it.
 
-diffusion-train stores its data config in the checkpoint (the module's ``data`` hparam); for older
-checkpoints the run folder's ``.hydra/config.yaml`` (``<run>/checkpoints/<file>.ckpt`` ->
-``<run>/.hydra/config.yaml``) holds it. An evaluation starts from that config, so it judges on the
-same source, split seed, val fraction and image size that training held out, and reports every
-value that an explicit override changed.
+diffusion-train stores its data config in the checkpoint (the module's ``data`` hparam). An
+evaluation starts from that config, so it judges on the same source, split seed, val fraction and
+image size that training held out, and reports every value that an explicit override changed.
 """
 
 from __future__ import annotations
@@ -15,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
-
-RUN_CONFIG = Path(".hydra") / "config.yaml"
 
 
 @dataclass
@@ -37,23 +33,6 @@ class DataChoice:
             return f"Data: as trained ({self.origin})."
         changes = f", overridden here: {'; '.join(self.changes)}" if self.changes else ""
         return f"Data: {self.origin}{changes}."
-
-
-def trained_data_config(
-    checkpoint: Path, stored: Mapping[str, Any] | None
-) -> tuple[dict[str, Any] | None, str]:
-    """(the data config the checkpoint was trained with, or None; where it was found).
-
-    ``stored`` is the checkpoint's ``data`` hparam; without it, the run folder's
-    .hydra/config.yaml, resolved against that whole config (``seed: ${seed}`` and the like)."""
-    if stored:
-        return dict(stored), f"from the checkpoint {checkpoint}"
-    run_config = checkpoint.parent.parent / RUN_CONFIG
-    if checkpoint.parent.name == "checkpoints" and run_config.is_file():
-        config = OmegaConf.load(run_config)
-        if "data" in config:
-            return OmegaConf.to_container(config.data, resolve=True), f"from {run_config}"
-    return None, f"not found (no data in the checkpoint and no {run_config})"
 
 
 def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -86,7 +65,8 @@ def choose_data(
     with a ``_target_`` (``data=sprites``: it replaces the trained one), or single fields
     (``+data.val_fraction=0.1``: merged into the trained one). Raises ValueError when no trained
     config is known and ``given`` is not a whole one."""
-    trained, origin = trained_data_config(checkpoint, stored)
+    trained = dict(stored) if stored else None
+    origin = f"from the checkpoint {checkpoint}" if trained else "not stored in the checkpoint"
     given = dict(given or {})
     if "_target_" in given:
         changes = data_changes(trained, given) if trained is not None else []

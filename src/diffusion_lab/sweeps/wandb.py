@@ -9,27 +9,30 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from diffusion_lab.loggers import wandb_offline
-from diffusion_lab.sweeps.summary import JobRow, table
+from diffusion_lab.resolvers import sweep_group
+from diffusion_lab.runs.loggers import wandb_offline
+from diffusion_lab.sweeps.rows import JobRow, table
+
+WANDB_LOGGER_KEY = "wandb"  # conf/logger/wandb.yaml: the W&B logger is cfg.logger.wandb
 
 
-def sweep_group(job_name: str, sweep_dir: str | Path) -> str:
-    """The W&B group shared by one multirun's jobs, e.g. ``train-2026-01-01_12-00-00-000000``."""
-    return f"{job_name}-{Path(sweep_dir).name}"
-
-
-def wandb_settings(config: DictConfig, sweep_dir: str | Path) -> dict[str, Any] | None:
-    """project, entity, group and offline of the sweep's W&B logger, or None without one."""
-    for logger_cfg in (OmegaConf.select(config, "logger") or {}).values():
-        if str(logger_cfg.get("_target_", "")).endswith("make_wandb_logger"):
-            job_name = OmegaConf.select(config, "hydra.job.name", default="train")
-            return {
-                "project": logger_cfg.get("project"),
-                "entity": logger_cfg.get("entity"),
-                "group": logger_cfg.get("group") or sweep_group(job_name, config.hydra.sweep.dir),
-                "offline": logger_cfg.get("offline"),
-            }
-    return None
+def wandb_settings(config: DictConfig | None, sweep_dir: str | Path) -> dict[str, Any] | None:
+    """project, entity, group and offline of the sweep's W&B logger (``logger.wandb``), or None
+    when the sweep logs elsewhere. The group is the jobs' (``sweep_group``), computed from the
+    sweep folder unless the config names one literally."""
+    logger_cfg = OmegaConf.select(config, f"logger.{WANDB_LOGGER_KEY}") if config else None
+    if logger_cfg is None:
+        return None
+    job_name = OmegaConf.select(config, "hydra.job.name", default="train")
+    group = OmegaConf.to_container(logger_cfg, resolve=False).get("group")  # "${...}" unresolved
+    if not isinstance(group, str) or "${" in group:
+        group = sweep_group("MULTIRUN", job_name, sweep_dir)
+    return {
+        "project": logger_cfg.get("project"),
+        "entity": logger_cfg.get("entity"),
+        "group": group,
+        "offline": logger_cfg.get("offline"),
+    }
 
 
 def log_summary(

@@ -1,18 +1,18 @@
-"""Resolvers for conf/hydra/launcher/slurm.yaml: SLURM's tasks and GPUs per node follow the trainer.
+"""What conf/hydra/launcher/slurm.yaml asks of SLURM: tasks and GPUs per node follow the trainer.
 
 Lightning's SLURMEnvironment runs DDP over the tasks srun starts, and insists on one task per device:
-``ntasks-per-node = trainer.devices`` and ``nodes = trainer.num_nodes``. Registered on import
-(diffusion_lab.train imports this package), before Hydra resolves the launcher's config.
+``ntasks-per-node = trainer.devices`` and ``nodes = trainer.num_nodes``. (Registered as resolvers in
+diffusion_lab/resolvers.py.)
 """
 
 from __future__ import annotations
 
-from omegaconf import OmegaConf
+from diffusion_lab.utils.checks import is_int
 
 
 def tasks_per_node(devices: object) -> int:
     """One SLURM task per device; ``trainer.devices`` must say how many (not auto, not a list)."""
-    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+    if not is_int(devices) or devices < 1:
         raise ValueError(
             f"hydra/launcher=slurm starts one task per device and needs trainer.devices as a "
             f"positive number of devices per node, got {devices!r}; e.g. trainer=ddp "
@@ -24,15 +24,3 @@ def tasks_per_node(devices: object) -> int:
 def gpus_per_node(accelerator: str, devices: object) -> int | None:
     """GPUs to ask SLURM for on each node: one per task, none for CPU training."""
     return None if accelerator == "cpu" else tasks_per_node(devices)
-
-
-def register_resolvers() -> None:
-    for name, resolver in [
-        ("slurm_tasks_per_node", tasks_per_node),
-        ("slurm_gpus_per_node", gpus_per_node),
-    ]:
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, resolver)
-
-
-register_resolvers()
