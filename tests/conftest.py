@@ -139,3 +139,23 @@ def _dump_python2_pickle(obj: object) -> bytes:
     buffer = io.BytesIO()
     _Python2Pickler(buffer, protocol=2).dump(obj)
     return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder (best-*.ckpt, last.ckpt, result.json) from one short real epoch on the digits
+    with T = 20 and n_feat = 8, no quality panel: shared by diffusion-edit, diffusion-export and
+    the app's tests (about 15 s on 2 CPU cores)."""
+    from test_train import run_train
+
+    run_dir = tmp_path_factory.mktemp("tiny") / "train"
+    run_train(
+        run_dir,
+        "trainer.max_epochs=1",
+        "logger=csv",
+        "callbacks.samples.animate=false",
+        "~callbacks.quality",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+    )
+    return run_dir

@@ -7,6 +7,7 @@ diffusion-sample, diffusion-eval). A checkpoint is named by
   Hydra override unquoted),
 - a training run folder: its one ``checkpoints/best-*.ckpt``, else ``checkpoints/last.ckpt``
   (``prefer="last"``: the other way round, as resuming wants),
+- an export folder (diffusion-export: config.json + model.safetensors), loaded as it is,
 - ``last`` or ``best``: that checkpoint of the newest run under ``outputs/train/runs``
   (relative to the working directory) that has one; the log names the run it picked.
 """
@@ -29,6 +30,7 @@ from diffusion_lab.runs.layout import (
     TRAIN_RUNS_DIR,
     newest_checkpoint,
 )
+from diffusion_lab.runs.pretrained import is_export, load_pretrained
 from diffusion_lab.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -67,9 +69,9 @@ def resolve_checkpoint(
     if not path.exists():
         raise FileNotFoundError(
             f"ckpt_path {str(path)!r} does not exist; accepted: a .ckpt file, a training run "
-            "folder, last or best (the newest run's)"
+            "folder, an export folder, last or best (the newest run's)"
         )
-    if path.is_file():
+    if path.is_file() or is_export(path):
         return path
     checkpoint = _in_run_folder(path, prefer)
     if checkpoint is None:
@@ -118,7 +120,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_module(path: Path, device: torch.device) -> DiffusionModule:
-    """The module of a checkpoint of this project, on ``device``, in eval mode, without grads."""
+    """The module of a checkpoint (or export folder) of this project, on ``device``, in eval
+    mode, without grads."""
+    if is_export(path):
+        return load_pretrained(path, device)
     check_checkpoint(path)
     module = DiffusionModule.load_from_checkpoint(path, map_location=device, weights_only=True)
     return module.eval().requires_grad_(False)

@@ -107,8 +107,21 @@ class Sampler(ABC):
         """Network calls per :meth:`sample`: one per visited timestep."""
         return len(self.timesteps)
 
-    def _step_pairs(self) -> list[tuple[int, int]]:
-        steps = self.timesteps
+    def timesteps_from(self, start_t: int | None = None) -> list[int]:
+        """The timesteps a chain started at x_{start_t} visits, descending: start_t, then the
+        sampler's own timesteps below it (editing starts mid-chain: SDEdit, RePaint). None, or
+        start_t = T on a grid that starts at T, gives :attr:`timesteps`."""
+        if start_t is None:
+            return self.timesteps
+        total = self.schedule.timesteps
+        if isinstance(start_t, bool) or int(start_t) != start_t or not 1 <= start_t <= total:
+            raise ValueError(
+                f"start_t must be an integer timestep in 1..T={total}, got {start_t!r}"
+            )
+        return [int(start_t)] + [t for t in self.timesteps if t < start_t]
+
+    def _step_pairs(self, start_t: int | None = None) -> list[tuple[int, int]]:
+        steps = self.timesteps_from(start_t)
         return list(zip(steps, steps[1:] + [0]))
 
     def _new_state(self) -> dict[str, Any]:
@@ -230,17 +243,19 @@ class Sampler(ABC):
         guidance_scale: float = 0.0,
         generator: torch.Generator | None = None,
         on_step: StepCallback | None = None,
+        start_t: int | None = None,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Run the chain from x_T = noise; yield (t_prev, x_{t_prev}) after every step.
 
         The last item is (0, final images). Runs under ``torch.inference_mode``. ``on_step``, if
-        given, is called after every step as ``on_step(i, n, t_prev, x)`` with i = 1..n.
+        given, is called after every step as ``on_step(i, n, t_prev, x)`` with i = 1..n. With
+        ``start_t``, ``noise`` is x_{start_t} and the chain visits :meth:`timesteps_from`.
         """
         self._check_inputs(noise, context, guidance_scale)
         if context is not None:
             context = context.to(device=noise.device, dtype=noise.dtype)
         x = noise
-        pairs = self._step_pairs()
+        pairs = self._step_pairs(start_t)
         state = self._new_state()
         for index, (t, t_prev) in enumerate(pairs, start=1):
             with torch.inference_mode():
@@ -258,12 +273,14 @@ class Sampler(ABC):
         guidance_scale: float = 0.0,
         generator: torch.Generator | None = None,
         on_step: StepCallback | None = None,
+        start_t: int | None = None,
     ) -> torch.Tensor:
         """Images (B, C, H, W) from noise x_T (B, C, H, W), given context (B, K) or None.
 
         ``on_step(i, n, t_prev, x)`` is called after each of the n steps (progress, stop checks).
+        With ``start_t``, ``noise`` is x_{start_t} (e.g. a noised image) and the chain starts there.
         """
-        steps = self.iter_steps(model, noise, context, guidance_scale, generator, on_step)
+        steps = self.iter_steps(model, noise, context, guidance_scale, generator, on_step, start_t)
         ((_, images),) = deque(steps, maxlen=1)  # keep only the last step's images in memory
         return images
 
@@ -276,17 +293,18 @@ class Sampler(ABC):
         guidance_scale: float = 0.0,
         generator: torch.Generator | None = None,
         on_step: StepCallback | None = None,
+        start_t: int | None = None,
     ) -> tuple[torch.Tensor, list[int]]:
-        """Frames for an animation: x_T, then every ``every``-th step, always ending on the images.
+        """Frames for an animation: x_T (x_{start_t}), then every ``every``-th step, always ending
+        on the images.
 
         Returns (frames (F, B, C, H, W), the timestep of each frame).
         """
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
-        frames, times = [noise], [self.timesteps[0]]
-        for i, (t_prev, x) in enumerate(
-            self.iter_steps(model, noise, context, guidance_scale, generator, on_step), start=1
-        ):
+        frames, times = [noise], [self.timesteps_from(start_t)[0]]
+        steps = self.iter_steps(model, noise, context, guidance_scale, generator, on_step, start_t)
+        for i, (t_prev, x) in enumerate(steps, start=1):
             if i % every == 0 or t_prev == 0:
                 frames.append(x)
                 times.append(t_prev)

@@ -108,7 +108,8 @@ class DPMSolverSampler(Sampler):
             (i for i, lam in enumerate(history_lambda) if not math.isfinite(lam)),
             len(history_lambda),
         )
-        order = min(state["orders"][self._index[t]], max(finite, 1))
+        # a chain started off the grid (an edit's start_t) begins with one first-order step
+        order = min(state["orders"][self._index.get(t, 0)], max(finite, 1))
 
         h = lambda_t - lambda_s
         phi = math.expm1(-h)  # exp(-h) - 1; -1 on the step onto t = 0 (h = inf)
