@@ -504,3 +504,83 @@ def test_sampler_configs_build_on_the_schedule(overrides, expected):
         cfg = compose("sample", overrides=["ckpt_path=unused", *overrides])
     sampler = instantiate(cfg.sampler)(make_schedule("linear", 500))
     assert repr(sampler) == expected
+
+
+# --- an independent implementation: diffusers' schedulers on the same exact model --------------
+
+
+def run_diffusers(reference, model, noise, context, T, timesteps=None, noises=None):
+    """diffusers' loop: x = noise * init_noise_sigma, then scale_model_input, the model, step.
+    diffusers counts timesteps from 0 for our t = 1; ``timesteps`` (ours) replaces the model's t
+    where diffusers rounds it (DPM-Solver with Karras sigmas steps on the exact sigmas but
+    evaluates the net at the nearest integer t)."""
+    x = noise * reference.init_noise_sigma
+    reference.set_begin_index(0)  # else a repeated first timestep makes diffusers skip a sigma
+    for i, t in enumerate(reference.timesteps):
+        ours = timesteps[i] if timesteps is not None else float(t) + 1
+        t_in = torch.full((len(noise),), ours / T, dtype=torch.float64)
+        eps = model(reference.scale_model_input(x, t), t_in, context)
+        extra = {} if noises is None else {"variance_noise": noises[i]}
+        x = reference.step(eps, t, x, **extra).prev_sample
+    return x
+
+
+@pytest.mark.parametrize("schedule_name", ["linear", "cosine"])
+@pytest.mark.parametrize("steps", [6, 10, 25])
+@pytest.mark.parametrize("family", ["euler", "heun"])
+def test_euler_and_heun_agree_with_diffusers_karras_schedulers(schedule_name, steps, family):
+    """EulerDiscreteScheduler / HeunDiscreteScheduler(use_karras_sigmas=True): the same sigmas,
+    timesteps and images. diffusers keeps its tables in float32, hence the tolerances."""
+    diffusers = pytest.importorskip("diffusers")
+    T = 1000
+    schedule = make_schedule(schedule_name, T)
+    cls = {"euler": diffusers.EulerDiscreteScheduler, "heun": diffusers.HeunDiscreteScheduler}
+    reference = cls[family](
+        num_train_timesteps=T, trained_betas=schedule.betas[1:].numpy(), use_karras_sigmas=True
+    )
+    reference.set_timesteps(steps)
+    ours = (EulerSampler if family == "euler" else HeunSampler)(schedule, steps=steps)
+    assert len(reference.timesteps) == ours.nfe
+    unique = list(dict.fromkeys(float(t) + 1 for t in reference.timesteps))  # Heun repeats each
+    np.testing.assert_allclose(unique, ours.timesteps, rtol=0, atol=0.05)  # float32 log sigmas
+    np.testing.assert_allclose(
+        list(dict.fromkeys(reference.sigmas.tolist())), ours.sigmas + [0.0], rtol=5e-4
+    )
+    model = EpsOnly(ExactGaussian(schedule))
+    noise, context = inputs(8)
+    expected = run_diffusers(reference, model, noise, context, T)
+    torch.testing.assert_close(ours.sample(model, noise, context), expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("schedule_name", ["linear", "cosine"])
+@pytest.mark.parametrize("steps", [8, 20])
+@pytest.mark.parametrize("sde", [False, True])
+def test_dpm_solver_karras_and_sde_agree_with_diffusers(schedule_name, steps, sde):
+    """DPMSolverMultistepScheduler(dpmsolver++ or sde-dpmsolver++, order 2, use_karras_sigmas,
+    final sigma zero) with the same noise at every step (``variance_noise``)."""
+    diffusers = pytest.importorskip("diffusers")
+    T = 1000
+    schedule = make_schedule(schedule_name, T)
+    reference = diffusers.DPMSolverMultistepScheduler(
+        num_train_timesteps=T,
+        trained_betas=schedule.betas[1:].numpy(),
+        solver_order=2,
+        algorithm_type="sde-dpmsolver++" if sde else "dpmsolver++",
+        use_karras_sigmas=True,
+        final_sigmas_type="zero",
+        lower_order_final=True,
+    )
+    reference.set_timesteps(steps)
+    ours = DPMSolverSampler(schedule, steps=steps, order=2, spacing="karras", sde=sde)
+    sigmas = [NoiseLevels(schedule.alpha_bars).sigma_at(t) for t in ours.timesteps]
+    np.testing.assert_allclose(reference.sigmas[:-1].tolist(), sigmas, rtol=5e-4)
+    assert [int(t) + 1 for t in reference.timesteps] == [round(t) for t in ours.timesteps]
+    model = EpsOnly(ExactGaussian(schedule))
+    noise, context = inputs(8)
+    generator = torch.Generator().manual_seed(11)
+    # ours draws z ~ N(0, I) at every step but the last (onto sigma = 0), in this order
+    noises = [torch.randn(noise.shape, generator=generator, dtype=noise.dtype) for _ in range(steps)]
+    noises[-1] = torch.zeros_like(noise)
+    expected = run_diffusers(reference, model, noise, context, T, ours.timesteps, noises)
+    got = ours.sample(model, noise, context, generator=torch.Generator().manual_seed(11))
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
