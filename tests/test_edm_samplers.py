@@ -128,7 +128,11 @@ def final_error(sampler, mu=0.6) -> float:
 
 @pytest.mark.parametrize(
     ("name", "steps", "rho", "bounds"),
-    [("linear", 10, 7.0, (None, None)), ("cosine", 18, 3.0, (0.05, 20.0)), ("linear", 2, 7.0, (None, None))],
+    [
+        ("linear", 10, 7.0, (None, None)),
+        ("cosine", 18, 3.0, (0.05, 20.0)),
+        ("linear", 2, 7.0, (None, None)),
+    ],
 )
 def test_karras_grid_is_the_formula_over_the_schedule_range(name, steps, rho, bounds):
     schedule = make_schedule(name, 1000)
@@ -164,7 +168,9 @@ def test_fractional_t_interpolates_log_sigma_at_integers_and_midpoints():
     # table itself at integer t sent as float32 t / T (which misses the integer by an ulp)
     t = torch.tensor([1.0, 57.5, 123.25, 200.0], dtype=torch.float64)
     expected = [levels.alpha_bar_at(v) for v in t.tolist()]
-    np.testing.assert_allclose(alpha_bars_at(schedule.alpha_bars, t / 200).numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        alpha_bars_at(schedule.alpha_bars, t / 200).numpy(), expected, rtol=1e-12
+    )
     integers = torch.arange(0, 201)
     got = alpha_bars_at(schedule.alpha_bars, (integers / 200).float())
     assert torch.equal(got, schedule.alpha_bars[integers])
@@ -193,9 +199,10 @@ def test_euler_on_the_uniform_grid_is_ddim_with_eta_zero(schedule_name, steps):
     euler, _ = sample(EulerSampler(schedule, steps=steps, spacing="uniform"), seed=4)
     ddim, _ = sample(DDIMSampler(schedule, steps=steps, eta=0.0), seed=4)
     torch.testing.assert_close(euler, ddim, rtol=1e-12, atol=1e-12)
-    assert EulerSampler(schedule, steps=steps, spacing="uniform").timesteps == DDIMSampler(
-        schedule, steps=steps
-    ).timesteps
+    assert (
+        EulerSampler(schedule, steps=steps, spacing="uniform").timesteps
+        == DDIMSampler(schedule, steps=steps).timesteps
+    )
 
 
 def test_first_order_dpm_solver_on_karras_levels_is_euler():
@@ -439,7 +446,9 @@ def test_nfe_timesteps_and_trajectory():
         counter = NFECounter(EpsOnly(ExactGaussian(schedule)))
         seen = []
         noise, context = inputs(3)
-        sampler.sample(counter, noise, context, on_step=lambda i, n, t, x: seen.append((i, n, t)))
+        sampler.sample(
+            counter, noise, context, on_step=lambda i, n, t, x, seen=seen: seen.append((i, n, t))
+        )
         assert counter.calls == sampler.nfe == nfe
         after = sampler.timesteps[1:] + [0]
         assert seen == [(i, sampler.steps, t) for i, t in enumerate(after, start=1)]
@@ -454,24 +463,45 @@ def test_nfe_timesteps_and_trajectory():
     ("build", "message"),
     [
         (lambda s: EulerSampler(s, steps=0), r"Euler steps must be an integer in 1..T=100, got 0"),
-        (lambda s: HeunSampler(s, steps=2.5), r"Heun steps must be an integer in 1..T=100, got 2.5"),
-        (lambda s: EulerSampler(s, spacing="log"), "unknown spacing 'log'; accepted: karras, uniform"),
+        (
+            lambda s: HeunSampler(s, steps=2.5),
+            r"Heun steps must be an integer in 1..T=100, got 2.5",
+        ),
+        (
+            lambda s: EulerSampler(s, spacing="log"),
+            "unknown spacing 'log'; accepted: karras, uniform",
+        ),
         (lambda s: HeunSampler(s, rho=0.0), r"rho must be a finite number > 0 .*got 0.0"),
         (lambda s: HeunSampler(s, rho=-7), "got -7"),
         (lambda s: EulerSampler(s, churn=-1.0), r"churn must be a finite number >= 0 .*got -1.0"),
         (lambda s: EulerSampler(s, churn=math.inf), "churn must be a finite number >= 0"),
         (lambda s: HeunSampler(s, s_noise=0.0), r"s_noise must be a finite number > 0 .*got 0.0"),
-        (lambda s: HeunSampler(s, s_tmin=2.0, s_tmax=1.0), "s_tmax must be a number >= s_tmin, got 1.0"),
+        (
+            lambda s: HeunSampler(s, s_tmin=2.0, s_tmax=1.0),
+            "s_tmax must be a number >= s_tmin, got 1.0",
+        ),
         (lambda s: EulerSampler(s, sigma_min=-1.0), "sigma_min must be a number > 0 or null"),
-        (lambda s: EulerSampler(s, sigma_min=1e-5), r"sigma_min = 1e-05 lies outside .*\[sigma_1, sigma_T\]"),
+        (
+            lambda s: EulerSampler(s, sigma_min=1e-5),
+            r"sigma_min = 1e-05 lies outside .*\[sigma_1, sigma_T\]",
+        ),
         (lambda s: EulerSampler(s, sigma_max=1e4), r"sigma_max = 10000 lies outside"),
-        (lambda s: EulerSampler(s, sigma_min=1.0, sigma_max=0.5), "sigma_min = 1 must not exceed sigma_max = 0.5"),
-        (lambda s: EulerSampler(s, spacing="uniform", sigma_max=1.0), "sigma_min and sigma_max apply to spacing='karras'"),
+        (
+            lambda s: EulerSampler(s, sigma_min=1.0, sigma_max=0.5),
+            "sigma_min = 1 must not exceed sigma_max = 0.5",
+        ),
+        (
+            lambda s: EulerSampler(s, spacing="uniform", sigma_max=1.0),
+            "sigma_min and sigma_max apply to spacing='karras'",
+        ),
         (lambda s: DPMSolverSampler(s, spacing="cosine"), "unknown spacing 'cosine'"),
-        (lambda s: DPMSolverSampler(s, sde=True, order=3), "DPM-Solver\\+\\+ SDE takes order 1 or 2"),
+        (
+            lambda s: DPMSolverSampler(s, sde=True, order=3),
+            "DPM-Solver\\+\\+ SDE takes order 1 or 2",
+        ),
         (lambda s: DPMSolverSampler(s, sde="yes"), "sde must be true or false, got 'yes'"),
     ],
-)  # fmt: skip
+)
 def test_bad_arguments_are_named(build, message):
     with pytest.raises(ValueError, match=message):
         build(make_schedule("linear", 100))
@@ -480,7 +510,10 @@ def test_bad_arguments_are_named(build, message):
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["sampler=euler"], "EulerSampler(T=500, steps=25, spacing='karras', rho=7, clip_denoised=True)"),
+        (
+            ["sampler=euler"],
+            "EulerSampler(T=500, steps=25, spacing='karras', rho=7, clip_denoised=True)",
+        ),
         (
             ["sampler=heun", "sampler.churn=40", "sampler.s_noise=1.003"],
             "HeunSampler(T=500, steps=18, spacing='karras', rho=7, churn=40, s_tmin=0, s_tmax=inf, "
@@ -491,9 +524,12 @@ def test_bad_arguments_are_named(build, message):
             "DPMSolverSampler(T=500, steps=20, order=2, spacing='karras', rho=7, sde=True, "
             "clip_denoised=True)",
         ),
-        (["sampler=dpmpp", "sampler.spacing=karras"], "DPMSolverSampler(T=500, steps=20, order=2, spacing='karras', rho=7, clip_denoised=True)"),
+        (
+            ["sampler=dpmpp", "sampler.spacing=karras"],
+            "DPMSolverSampler(T=500, steps=20, order=2, spacing='karras', rho=7, clip_denoised=True)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_sampler_configs_build_on_the_schedule(overrides, expected):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
@@ -579,7 +615,9 @@ def test_dpm_solver_karras_and_sde_agree_with_diffusers(schedule_name, steps, sd
     noise, context = inputs(8)
     generator = torch.Generator().manual_seed(11)
     # ours draws z ~ N(0, I) at every step but the last (onto sigma = 0), in this order
-    noises = [torch.randn(noise.shape, generator=generator, dtype=noise.dtype) for _ in range(steps)]
+    noises = [
+        torch.randn(noise.shape, generator=generator, dtype=noise.dtype) for _ in range(steps)
+    ]
     noises[-1] = torch.zeros_like(noise)
     expected = run_diffusers(reference, model, noise, context, T, ours.timesteps, noises)
     got = ours.sample(model, noise, context, generator=torch.Generator().manual_seed(11))

@@ -91,7 +91,9 @@ def test_gray_is_replicated_uint8_and_float_agree_other_channels_are_refused(ext
     as_uint8 = ((gray + 1) * 127.5).round().to(torch.uint8)
     torch.testing.assert_close(extractor(as_uint8), features, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(features[0], features[1])
-    with pytest.raises(ValueError, match=r"need images \(N, 1 or 3, H, W\).*got shape \(3, 2, 16, 16\)"):
+    with pytest.raises(
+        ValueError, match=r"need images \(N, 1 or 3, H, W\).*got shape \(3, 2, 16, 16\)"
+    ):
         extractor(torch.zeros(3, 2, 16, 16))
 
 

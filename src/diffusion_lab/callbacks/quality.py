@@ -20,9 +20,9 @@ import lightning as L
 from diffusion_lab.diffusion import NoiseSchedule, Sampler
 from diffusion_lab.evaluation.classifier import MIN_HEIGHT
 from diffusion_lab.evaluation.judge_cache import Judge, JudgeOptions, get_judge
+from diffusion_lab.evaluation.metrics import feature_extractor
 from diffusion_lab.evaluation.panel import PanelEntry
 from diffusion_lab.evaluation.real_sets import RealSets, choose_real_sets, labelled_images
-from diffusion_lab.evaluation.metrics import feature_extractor
 from diffusion_lab.evaluation.study import run_study
 from diffusion_lab.progress import ProgressFactory, track, trainer_progress
 from diffusion_lab.timing import timed

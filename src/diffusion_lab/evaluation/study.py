@@ -144,9 +144,7 @@ def run_study(
             "seconds": seconds,
             "images_per_second": len(images) / seconds,
             "class_accuracy": class_accuracy(classifier, images, labels),
-            **feature_distances(
-                classifier, real_images, images, kid_subset_size, seed, features
-            ),
+            **feature_distances(classifier, real_images, images, kid_subset_size, seed, features),
         }
         log.info(
             "%s: %d NFE, %.2f s, class accuracy %.3f, FID %.3f, KID %.4f",
@@ -182,7 +180,5 @@ def real_row(
         "seconds": None,
         "images_per_second": None,
         "class_accuracy": class_accuracy(classifier, images, labels),
-        **feature_distances(
-            classifier, reference_images, images, kid_subset_size, seed, features
-        ),
+        **feature_distances(classifier, reference_images, images, kid_subset_size, seed, features),
     }

@@ -171,7 +171,9 @@ class DPMSolverSampler(Sampler):
         return x_next
 
     def __repr__(self) -> str:
-        options = f", spacing={self.spacing!r}, rho={self.rho:g}" if self.spacing != "uniform" else ""
+        options = (
+            f", spacing={self.spacing!r}, rho={self.rho:g}" if self.spacing != "uniform" else ""
+        )
         options += ", sde=True" if self.sde else ""
         return (
             f"DPMSolverSampler(T={self.schedule.timesteps}, steps={self.steps}, "

@@ -112,7 +112,11 @@ class EDMSampler(Sampler):
         x_sigma = x * math.sqrt(1.0 + sigma**2)
         z = self._noise_like(x, generator)
         x_hat = x_sigma + (math.sqrt(sigma_hat**2 - sigma**2) * self.s_noise) * z
-        return x_hat / math.sqrt(1.0 + sigma_hat**2), self._levels.t_from_sigma(sigma_hat), sigma_hat
+        return (
+            x_hat / math.sqrt(1.0 + sigma_hat**2),
+            self._levels.t_from_sigma(sigma_hat),
+            sigma_hat,
+        )
 
     def _euler(self, eps: torch.Tensor, x0: torch.Tensor, t_next: float) -> torch.Tensor:
         """x_vp' = sqrt(alpha_bar') x0_hat + sqrt(1 - alpha_bar') eps_hat = (D + sigma' d) scaled."""
