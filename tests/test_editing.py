@@ -99,7 +99,9 @@ def test_timesteps_from_keeps_the_grid_below_the_start():
     assert ddim.timesteps_from(5) == [5]
     assert DDPMSampler(schedule).timesteps_from(3) == [3, 2, 1]
     for bad in (0, 501, 2.5, True):
-        with pytest.raises(ValueError, match=r"start_t must be an integer timestep in 1\.\.T=500"):
+        with pytest.raises(
+            ValueError, match=r"start_t \(a timestep of T=500\) must be an integer >= 1 and <= 500"
+        ):
             ddim.timesteps_from(bad)
 
 

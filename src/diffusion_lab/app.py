@@ -36,6 +36,7 @@ from diffusion_lab.app_logic import (  # noqa: E402
     list_checkpoints,
 )
 from diffusion_lab.runs.checkpoints import resolve_device  # noqa: E402
+from diffusion_lab.utils.checks import require_int
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +163,7 @@ def launch(page: gr.Blocks, host: str, port: int, block: bool = True) -> None:
 def check_address(host: object, port: object) -> tuple[str, int]:
     if not isinstance(host, str) or not host:
         raise ValueError(f"host must be an address such as 127.0.0.1, got {host!r}")
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
-    return host, port
+    return host, require_int("port", port, minimum=1, maximum=65535)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="app")

@@ -32,6 +32,7 @@ from diffusion_lab.lit_module import DiffusionModule
 from diffusion_lab.runs.checkpoints import TRAIN_RUNS_DIR, load_module, resolve_checkpoint
 from diffusion_lab.runs.pretrained import is_export
 from diffusion_lab.sample import draw_samples, sampler_title
+from diffusion_lab.utils.checks import require_int
 from diffusion_lab.utils.images import labelled_grid, save_gif
 
 SAMPLER_FAMILIES = ("ddim", "ddpm", "dpmpp")  # conf/sampler/<name>.yaml
@@ -72,11 +73,9 @@ def sampler_config(family: str, steps: int, eta: float, order: int) -> dict[str,
 
 
 def check_count(count: Any) -> int:
-    if isinstance(count, bool) or int(count) != count or not 1 <= count <= MAX_IMAGES:
-        raise ValueError(
-            f"the number of images must be an integer in 1..{MAX_IMAGES}, got {count!r}"
-        )
-    return int(count)
+    if isinstance(count, float) and count.is_integer():
+        count = int(count)  # a Gradio number box gives floats
+    return require_int("the number of images", count, minimum=1, maximum=MAX_IMAGES)
 
 
 def check_guidance(guidance: float, contexts: torch.Tensor | None) -> float:

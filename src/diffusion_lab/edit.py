@@ -16,7 +16,6 @@ editing, and files are written (atomically) only after editing succeeded.
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from diffusion_lab.image_edits import (
 from diffusion_lab.lit_module import DiffusionModule
 from diffusion_lab.runs.checkpoints import load_module, resolve_checkpoint, resolve_device
 from diffusion_lab.sample import contexts_from_config
+from diffusion_lab.utils.checks import require_int, require_number
 from diffusion_lab.utils.images import save_image, to_uint8
 from diffusion_lab.utils.io import atomic_write
 
@@ -51,23 +51,14 @@ ARRAYS_FILE = "edit.npz"
 def check_options(cfg: DictConfig) -> None:
     """n and scale >= 1, 0 < strength <= 1, guidance_scale >= 0, an int seed, RePaint's jumps."""
     for name in ("n", "scale"):
-        value = cfg[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    strength = cfg.strength
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)):
-        raise ValueError(f"strength must be a number in (0, 1], got {strength!r}")
+        require_int(name, cfg[name], minimum=1)
+    strength = require_number("strength", cfg.strength)
     if not 0 < strength <= 1:
         raise ValueError(
             f"strength must be in (0, 1] (the share of the T timesteps to redo), got {strength!r}"
         )
-    guidance = cfg.guidance_scale
-    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not guidance >= 0:
-        raise ValueError(f"guidance_scale must be a number >= 0, got {guidance!r}")
-    if not math.isfinite(guidance):
-        raise ValueError(f"guidance_scale must be finite, got {guidance!r}")
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
-        raise ValueError(f"seed must be an integer, got {cfg.seed!r}")
+    require_number("guidance_scale", cfg.guidance_scale, minimum=0)
+    require_int("seed", cfg.seed)
     repaint_path(1, cfg.jump_length, cfg.resamplings)  # refuses jumps that are no integers >= 1
 
 

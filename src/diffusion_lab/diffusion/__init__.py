@@ -1,10 +1,12 @@
 """Pure-torch diffusion math: noise schedules, the forward process, samplers (DDPM, DDIM,
-DPM-Solver++), prediction-target conversions, contexts."""
+DPM-Solver++, EDM's Euler and Heun), prediction-target conversions, contexts."""
 
 from diffusion_lab.diffusion.samplers import (
     DDIMSampler,
     DDPMSampler,
     DPMSolverSampler,
+    EulerSampler,
+    HeunSampler,
     NFECounter,
     Sampler,
 )
@@ -15,6 +17,8 @@ __all__ = [
     "DDIMSampler",
     "DDPMSampler",
     "DPMSolverSampler",
+    "EulerSampler",
+    "HeunSampler",
     "NFECounter",
     "NoiseSchedule",
     "Sampler",

@@ -38,12 +38,12 @@ import math
 import torch
 
 from diffusion_lab.diffusion.samplers.base import Model, Sampler, StepCallback
+from diffusion_lab.utils.checks import require_int, require_number
 
 
 def start_timestep(strength: float, total: int) -> int:
     """t0 = round(strength T), at least 1, for a strength in (0, 1]."""
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)):
-        raise ValueError(f"strength must be a number in (0, 1], got {strength!r}")
+    require_number("strength", strength)
     if not 0.0 < strength <= 1.0:
         raise ValueError(
             f"strength must be in (0, 1] (the share of the T={total} timesteps to redo), "
@@ -120,8 +120,7 @@ def repaint_path(steps: int, jump_length: int = 10, resamplings: int = 1) -> lis
     E.g. steps 6, jump_length 2, resamplings 2: 0 1 2 3 4 3 2 3 4 5 6 5 4 5 6.
     """
     for name, value in (("jump_length", jump_length), ("resamplings", resamplings)):
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise ValueError(f"RePaint {name} must be an integer >= 1, got {value!r}")
+        require_int(f"RePaint {name}", value, minimum=1)
     jumps = {left: resamplings - 1 for left in range(0, steps - jump_length, jump_length)}
     left, path = steps, [0]
     while left >= 1:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from diffusion_lab.diffusion.noise_levels import alpha_bars_at
+
 PREDICTIONS = ("eps", "v", "x0")
 
 
@@ -110,7 +112,9 @@ class EpsModel(nn.Module):
     samplers take: ``model(x, t / T, context) -> eps``, and ``model.eps_and_x0(...)`` giving x0
     as well (which samplers use where alpha_bar_t = 0 and eps cannot give it).
 
-    ``alpha_bars``: the schedule's table (T + 1,); t / T is mapped back to the integer timestep.
+    ``alpha_bars``: the schedule's table (T + 1,); t / T is mapped back to the timestep, read
+    from the table at integer t and interpolated in log sigma between them at a fractional t
+    (:func:`~diffusion_lab.diffusion.noise_levels.alpha_bars_at`; Karras-spaced samplers).
     The net is a submodule, so ``.eval()`` and ``.to()`` reach it.
     """
 
@@ -124,8 +128,10 @@ class EpsModel(nn.Module):
         self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(eps_hat, x0_hat), each (B, C, H, W), for x (B, C, H, W) and t / T (B,)."""
-        timesteps = torch.round(t.reshape(-1).double() * (self.alpha_bars.numel() - 1)).long()
-        alpha, sigma = alpha_sigma(self.alpha_bars, timesteps, x)
+        alpha_bar = alpha_bars_at(self.alpha_bars, t.reshape(-1)).to(x.device)
+        shape = (-1, *([1] * (x.ndim - 1)))
+        alpha = alpha_bar.sqrt().to(x.dtype).reshape(shape)
+        sigma = (1.0 - alpha_bar).sqrt().to(x.dtype).reshape(shape)
         return eps_and_x0_from_output(self.prediction, self.net(x, t, context), x, alpha, sigma)
 
     def forward(

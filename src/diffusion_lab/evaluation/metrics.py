@@ -3,7 +3,8 @@
 FID and KID are torchmetrics' ``FrechetInceptionDistance`` and ``KernelInceptionDistance`` with
 ``feature=`` a module returning the judge's penultimate features (N, d) instead of Inception's:
 there is nothing to download, and the numbers are comparable only between runs that use the same
-judge (same data, seed and settings), never with published Inception FIDs.
+judge (same data, seed and settings), never with published Inception FIDs. With
+``features="inception"`` they use Inception-v3's pool features instead (evaluation/inception.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,19 @@ from diffusion_lab.utils.checks import require_int
 
 KID_SUBSETS = 100  # torchmetrics' default number of random subsets KID averages over
 FEATURE_BATCH = 512
+FEATURES = ("judge", "inception")  # whose features FID and KID are computed on
+
+
+def feature_extractor(features: str) -> nn.Module | None:
+    """None for the judge's features (built from the classifier where scored), or the Inception
+    extractor; an unknown name is refused."""
+    if features not in FEATURES:
+        raise ValueError(f"unknown features {features!r}; accepted: {', '.join(FEATURES)}")
+    if features == "judge":
+        return None
+    from diffusion_lab.evaluation.inception import InceptionFeatures  # loads 87 MB: on demand
+
+    return InceptionFeatures()
 
 
 class ClassifierFeatures(nn.Module):
@@ -42,6 +56,18 @@ class ClassifierFeatures(nn.Module):
         """(N, C, H, W) in [-1, 1] -> (N, d) float64."""
         with torch.no_grad():
             return self.classifier.features(images).double()
+
+
+class GivenFeatures(nn.Module):
+    """Features computed beforehand, handed to torchmetrics' FID and KID as their "images": each
+    image then goes through the (possibly expensive: Inception) extractor once, not once per metric."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
 
 
 def _device(module: nn.Module) -> torch.device:
@@ -90,9 +116,11 @@ def feature_distances(
     fake_images: torch.Tensor,
     kid_subset_size: int = 100,
     seed: int = 0,
+    features: nn.Module | None = None,
 ) -> dict[str, float]:
     """FID and KID between real (N_r, C, H, W) and generated (N_f, C, H, W) images in [-1, 1],
-    on the judge's penultimate features f (d-dimensional).
+    on the judge's penultimate features f (d-dimensional), or on ``features`` (a module with
+    ``num_features``, e.g. :class:`~diffusion_lab.evaluation.inception.InceptionFeatures`).
 
     FID (Heusel et al. 2017) between Gaussians fitted to the two feature sets (means mu, sample
     covariances Sigma):
@@ -120,14 +148,15 @@ def feature_distances(
     check_kid_subset_size(kid_subset_size, len(real_images), len(fake_images))
 
     device = _device(classifier)
-    features = ClassifierFeatures(classifier)
+    features = (ClassifierFeatures(classifier) if features is None else features).to(device)
     # sync_on_compute off: under DDP only rank zero scores (the quality callback), and a metric
     # that gathers from every rank would wait forever for the others
-    fid = FrechetInceptionDistance(feature=features, sync_on_compute=False).to(device)
+    given = GivenFeatures(features.num_features)
+    fid = FrechetInceptionDistance(feature=given, sync_on_compute=False).to(device)
     with warnings.catch_warnings():  # "will save all extracted features": a few thousand d-vectors
         warnings.filterwarnings("ignore", message=".*save all extracted features.*")
         kid = KernelInceptionDistance(
-            feature=features,
+            feature=given,
             subsets=KID_SUBSETS,
             subset_size=kid_subset_size,
             sync_on_compute=False,
@@ -137,9 +166,9 @@ def feature_distances(
     try:
         for images, real in ((real_images, True), (fake_images, False)):
             for batch in images.split(FEATURE_BATCH):
-                batch = batch.to(device=device, dtype=torch.float32)
-                fid.update(batch, real=real)
-                kid.update(batch, real=real)
+                batch_features = features(batch.to(device=device, dtype=torch.float32))
+                fid.update(batch_features, real=real)
+                kid.update(batch_features, real=real)
         fid_value = fid.compute().item()
         with torch.random.fork_rng(devices=[]):  # KID's subsets come from the global CPU RNG
             torch.manual_seed(seed)

@@ -93,6 +93,7 @@ def run_study(
     kid_subset_size: int = 100,
     device: torch.device | str | None = None,
     progress: ProgressFactory = track,
+    features: torch.nn.Module | None = None,
 ) -> list[dict[str, Any]]:
     """Sample with every sampler from the same noise and contexts, time it, score it.
 
@@ -102,7 +103,8 @@ def run_study(
     (:func:`study_inputs` with ``seed``), and the same CPU generator (seeded ``seed + 1``) for the
     noise it adds on the way (DDPM, DDIM with eta > 0). The judge scores the images against their
     classes and against ``real_images`` (M, C, H, W) in [-1, 1]. ``progress(label)`` shows each
-    sampler's steps (default: a rich bar in a terminal, else log lines).
+    sampler's steps (default: a rich bar in a terminal, else log lines). FID and KID use the
+    judge's features, or ``features`` (:func:`~diffusion_lab.evaluation.metrics.feature_extractor`).
 
     Returns one row per sampler with :data:`ROW_FIELDS`: sampler (the entry's family), options
     (its options as text), steps (the sampler's ``steps``, else its NFE: T for DDPM), eta (the
@@ -138,7 +140,7 @@ def run_study(
             "seconds": seconds,
             "images_per_second": len(images) / seconds,
             "class_accuracy": class_accuracy(classifier, images, labels),
-            **feature_distances(classifier, real_images, images, kid_subset_size, seed),
+            **feature_distances(classifier, real_images, images, kid_subset_size, seed, features),
         }
         log.info(
             "%s: %d NFE, %.2f s, class accuracy %.3f, FID %.3f, KID %.4f",
@@ -160,6 +162,7 @@ def real_row(
     labels: torch.Tensor,
     kid_subset_size: int = 100,
     seed: int = 0,
+    features: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """The floor of the table: a second set of REAL images (N, C, H, W) in [-1, 1] with their
     classes (N,), scored like a sampler's. What a perfect sampler would get with sets this size
@@ -173,5 +176,5 @@ def real_row(
         "seconds": None,
         "images_per_second": None,
         "class_accuracy": class_accuracy(classifier, images, labels),
-        **feature_distances(classifier, reference_images, images, kid_subset_size, seed),
+        **feature_distances(classifier, reference_images, images, kid_subset_size, seed, features),
     }

@@ -16,6 +16,10 @@ exposure bias; b = 1 is off), then estimates the clean image
 At alpha_bar_t = 0 (a zero-terminal-SNR schedule at t = T) x0_hat cannot come from eps; a model
 that also offers ``model.eps_and_x0(x, t, context) -> (eps, x0)`` (the v / x0 prediction wrapper in
 :mod:`diffusion_lab.diffusion.predictions`) gives it directly, and samplers use that there.
+
+Timesteps are integers for DDPM, DDIM and DPM-Solver on the DDIM grid; samplers on a grid of noise
+levels (Karras spacing, EDM's churn) visit fractional t, whose alpha_bar comes from log sigma
+interpolated between integer timesteps (:mod:`diffusion_lab.diffusion.noise_levels`).
 """
 
 from __future__ import annotations
@@ -28,13 +32,16 @@ from typing import Any
 
 import torch
 
+from diffusion_lab.diffusion.noise_levels import NoiseLevels
 from diffusion_lab.diffusion.schedules import NoiseSchedule
 from diffusion_lab.utils.checks import require_int, require_number
 
 Model = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 # called after every step with (step index from 1, steps in all, t_prev, x_{t_prev}); for progress
 # displays and stop checks (an exception raised by it ends the chain there)
-StepCallback = Callable[[int, int, int, torch.Tensor], None]
+StepCallback = Callable[[int, int, float, torch.Tensor], None]
+# denoise(x, t) -> (eps, x0_hat): the guided, scaled model at x_t, handed to Sampler._advance
+Denoiser = Callable[[torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
 
 
 class NFECounter:
@@ -96,31 +103,34 @@ class Sampler(ABC):
         # Python floats: every image of a batch shares t, and float64 tables need not move devices.
         self._alpha_bars = schedule.alpha_bars.tolist()
         self._betas = schedule.betas.tolist()
+        self._levels = NoiseLevels(schedule.alpha_bars)
+
+    def _alpha_bar(self, t: float) -> float:
+        """alpha_bar_t: the table at integer t, log-sigma interpolation between them otherwise."""
+        return self._alpha_bars[t] if isinstance(t, int) else self._levels.alpha_bar_at(t)
 
     @property
     @abstractmethod
-    def timesteps(self) -> list[int]:
-        """The timesteps the sampler visits, descending; it ends on t = 0 after the last."""
+    def timesteps(self) -> list[float]:
+        """The timesteps the sampler visits, descending (integers, or fractional t on a grid of
+        noise levels); it ends on t = 0 after the last."""
 
     @property
     def nfe(self) -> int:
         """Network calls per :meth:`sample`: one per visited timestep."""
         return len(self.timesteps)
 
-    def timesteps_from(self, start_t: int | None = None) -> list[int]:
+    def timesteps_from(self, start_t: int | None = None) -> list[float]:
         """The timesteps a chain started at x_{start_t} visits, descending: start_t, then the
         sampler's own timesteps below it (editing starts mid-chain: SDEdit, RePaint). None, or
         start_t = T on a grid that starts at T, gives :attr:`timesteps`."""
         if start_t is None:
             return self.timesteps
         total = self.schedule.timesteps
-        if isinstance(start_t, bool) or int(start_t) != start_t or not 1 <= start_t <= total:
-            raise ValueError(
-                f"start_t must be an integer timestep in 1..T={total}, got {start_t!r}"
-            )
+        require_int(f"start_t (a timestep of T={total})", start_t, minimum=1, maximum=total)
         return [int(start_t)] + [t for t in self.timesteps if t < start_t]
 
-    def _step_pairs(self, start_t: int | None = None) -> list[tuple[int, int]]:
+    def _step_pairs(self, start_t: int | None = None) -> list[tuple[float, float]]:
         steps = self.timesteps_from(start_t)
         return list(zip(steps, steps[1:] + [0]))
 
@@ -128,20 +138,34 @@ class Sampler(ABC):
         """Per-chain memory handed to every :meth:`_step` (multistep solvers keep history here)."""
         return {}
 
+    def _advance(
+        self,
+        denoise: Denoiser,
+        x: torch.Tensor,
+        t: float,
+        t_prev: float,
+        generator: torch.Generator | None,
+        state: dict[str, Any],
+    ) -> torch.Tensor:
+        """One step x_t -> x_{t_prev}: one network call, then :meth:`_step`. Samplers that call
+        the network more than once per step (Heun) or move x_t first (EDM's churn) override it."""
+        eps, x0 = denoise(x, t)
+        return self._step(x, eps, x0, t, t_prev, generator, state)
+
     @abstractmethod
     def _step(
         self,
         x: torch.Tensor,
         eps: torch.Tensor,
         x0: torch.Tensor,
-        t: int,
-        t_prev: int,
+        t: float,
+        t_prev: float,
         generator: torch.Generator | None,
         state: dict[str, Any],
     ) -> torch.Tensor:
         """One reverse step x_t -> x_{t_prev} given the (guided, scaled) eps and its x0_hat."""
 
-    def _time_input(self, x: torch.Tensor, t: int) -> torch.Tensor:
+    def _time_input(self, x: torch.Tensor, t: float) -> torch.Tensor:
         return torch.full(
             (x.shape[0],), t / self.schedule.timesteps, device=x.device, dtype=x.dtype
         )
@@ -171,7 +195,7 @@ class Sampler(ABC):
         self,
         model: Model,
         x: torch.Tensor,
-        t: int,
+        t: float,
         context: torch.Tensor | None,
         guidance_scale: float = 0.0,
     ) -> torch.Tensor:
@@ -183,7 +207,7 @@ class Sampler(ABC):
         self,
         model: Model,
         x: torch.Tensor,
-        t: int,
+        t: float,
         context: torch.Tensor | None,
         guidance_scale: float = 0.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,7 +217,7 @@ class Sampler(ABC):
         Guidance combines x0 the same way as eps: both are affine in the model's output with the
         same x_t, so guiding either one gives the same step.
         """
-        alpha_bar = self._alpha_bars[t]
+        alpha_bar = self._alpha_bar(t)
         both = getattr(model, "eps_and_x0", None)
         if callable(both):
             eps, x0 = self._guided(both, x, self._time_input(x, t), context, guidance_scale)
@@ -244,7 +268,7 @@ class Sampler(ABC):
         generator: torch.Generator | None = None,
         on_step: StepCallback | None = None,
         start_t: int | None = None,
-    ) -> Iterator[tuple[int, torch.Tensor]]:
+    ) -> Iterator[tuple[float, torch.Tensor]]:
         """Run the chain from x_T = noise; yield (t_prev, x_{t_prev}) after every step.
 
         The last item is (0, final images). Runs under ``torch.inference_mode``. ``on_step``, if
@@ -257,10 +281,13 @@ class Sampler(ABC):
         x = noise
         pairs = self._step_pairs(start_t)
         state = self._new_state()
+
+        def denoise(x_t: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.denoise(model, x_t, t, context, guidance_scale)
+
         for index, (t, t_prev) in enumerate(pairs, start=1):
             with torch.inference_mode():
-                eps, x0 = self.denoise(model, x, t, context, guidance_scale)
-                x = self._step(x, eps, x0, t, t_prev, generator, state)
+                x = self._advance(denoise, x, t, t_prev, generator, state)
             if on_step is not None:
                 on_step(index, len(pairs), t_prev, x)
             yield t_prev, x
@@ -294,7 +321,7 @@ class Sampler(ABC):
         generator: torch.Generator | None = None,
         on_step: StepCallback | None = None,
         start_t: int | None = None,
-    ) -> tuple[torch.Tensor, list[int]]:
+    ) -> tuple[torch.Tensor, list[float]]:
         """Frames for an animation: x_T (x_{start_t}), then every ``every``-th step, always ending
         on the images.
 

@@ -19,29 +19,42 @@ The first steps use the orders that the history allows (1, then 2, ...); the las
 t = 0 where sigma = 0 and lambda = +inf, which only the first-order step can take (it returns
 x0_hat there); and with ``lower_order_final`` and fewer than 15 steps the step before it is at
 most second order, as the paper and diffusers advise for few steps.
+
+``spacing="karras"`` visits Karras' noise levels (karras.py) at their fractional timesteps instead
+of the DDIM grid. ``sde=True`` is DPM-Solver++(2M) SDE (k-diffusion's ``sample_dpmpp_2m_sde``
+with eta 1 and the midpoint rule; diffusers' algorithm_type="sde-dpmsolver++"), which solves the
+reverse SDE and adds fresh noise z ~ N(0, I) from the generator at every step but the last:
+
+    order 1:  x_t = (sigma_t / sigma_{s_0}) e^{-h} x + alpha_t (1 - e^{-2h}) m_0
+                    + sigma_t sqrt(1 - e^{-2h}) z
+    order 2:  the same + alpha_t (1 - e^{-2h}) D_1 / 2,   D_1 = (m_0 - m_1) / r_0.
 """
 
 from __future__ import annotations
 
 import math
 
-from diffusion_lab.diffusion.samplers.base import Sampler, check_steps, spaced_timesteps
+from diffusion_lab.diffusion.samplers.base import Sampler, check_steps
+from diffusion_lab.diffusion.samplers.karras import sigma_grid
 from diffusion_lab.diffusion.schedules import NoiseSchedule
-from diffusion_lab.utils.checks import require_int
+from diffusion_lab.utils.checks import require_bool, require_int
 
 DPM_SOLVER_ORDERS = (1, 2, 3)
 LOWER_ORDER_FINAL_BELOW = 15  # diffusers' threshold for lowering the order of the last steps
 
 
 class DPMSolverSampler(Sampler):
-    """DPM-Solver++ multistep (2M by default) on the DDIM timestep grid.
+    """DPM-Solver++ multistep (2M by default) on the DDIM timestep grid or Karras' levels.
 
     Args:
         schedule: the noise schedule.
         steps: number of steps = network calls; timesteps round(linspace(T, 0, steps + 1))
             without the final 0, as DDIM's, then a last step onto t = 0.
-        order: 1, 2 or 3 (order 1 is DDIM with eta 0).
+        order: 1, 2 or 3 (order 1 is DDIM with eta 0); 1 or 2 with ``sde``.
         lower_order_final: at most second order on the step before the last when steps < 15.
+        spacing: "uniform" (the DDIM grid) or "karras" (with ``rho``, ``sigma_min``,
+            ``sigma_max`` as for :class:`EulerSampler`).
+        sde: DPM-Solver++(2M) SDE, the stochastic variant (noise from the generator).
         clip_denoised, eps_scale: as for every sampler.
     """
 
@@ -53,18 +66,27 @@ class DPMSolverSampler(Sampler):
         lower_order_final: bool = True,
         clip_denoised: bool = False,
         eps_scale: float = 1.0,
+        spacing: str = "uniform",
+        rho: float = 7.0,
+        sigma_min: float | None = None,
+        sigma_max: float | None = None,
+        sde: bool = False,
     ) -> None:
         steps = check_steps(steps, schedule.timesteps, "DPM-Solver")
         require_int("DPM-Solver order", order, minimum=1, maximum=max(DPM_SOLVER_ORDERS))
+        require_bool("DPM-Solver sde", sde)
+        if sde and order == 3:
+            raise ValueError("DPM-Solver++ SDE takes order 1 or 2 (as diffusers), got order 3")
         super().__init__(schedule, clip_denoised, eps_scale)
         self.steps = steps
         self.order = int(order)
         self.lower_order_final = bool(lower_order_final)
-        self._timesteps = spaced_timesteps(schedule.timesteps, steps)
+        self.spacing, self.rho, self.sde = spacing, float(rho), sde
+        self._timesteps, _ = sigma_grid(self._levels, steps, spacing, rho, sigma_min, sigma_max)
         self._index = {t: i for i, t in enumerate(self._timesteps)}
 
     @property
-    def timesteps(self) -> list[int]:
+    def timesteps(self) -> list[float]:
         return list(self._timesteps)
 
     def step_orders(self) -> list[int]:
@@ -83,8 +105,8 @@ class DPMSolverSampler(Sampler):
             orders.append(order)
         return orders
 
-    def _alpha_sigma_lambda(self, t: int) -> tuple[float, float, float]:
-        alpha_bar = self._alpha_bars[t]
+    def _alpha_sigma_lambda(self, t: float) -> tuple[float, float, float]:
+        alpha_bar = self._alpha_bar(t)
         alpha, sigma = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
         if alpha == 0:
             return alpha, sigma, -math.inf
@@ -112,6 +134,9 @@ class DPMSolverSampler(Sampler):
         order = min(state["orders"][self._index.get(t, 0)], max(finite, 1))
 
         h = lambda_t - lambda_s
+        if self.sde:
+            noise_levels = (sigma_s, alpha_t, sigma_t)
+            return self._sde_step(x, history_x0, history_lambda, order, h, noise_levels, generator)
         phi = math.expm1(-h)  # exp(-h) - 1; -1 on the step onto t = 0 (h = inf)
         ratio = sigma_t / sigma_s
         x_next = ratio * x - (alpha_t * phi) * x0
@@ -129,8 +154,28 @@ class DPMSolverSampler(Sampler):
         d2 = (d10 - d11) / (r0 + r1)
         return x_next + (alpha_t * (phi / h + 1.0)) * d1 - (alpha_t * ((phi + h) / h**2 - 0.5)) * d2
 
+    def _sde_step(self, x, history_x0, history_lambda, order, h, noise_levels, generator):
+        """DPM-Solver++(2M) SDE, data prediction (diffusers' ``dpm_solver_first_order_update``
+        and ``multistep_dpm_solver_second_order_update`` for "sde-dpmsolver++", midpoint);
+        ``noise_levels`` = (sigma_s, alpha_t, sigma_t)."""
+        sigma_s, alpha_t, sigma_t = noise_levels
+        decay = math.exp(-h)  # 0 on the step onto t = 0 and on the step from alpha_bar = 0
+        gain = -math.expm1(-2.0 * h)  # 1 - e^{-2h}
+        m0 = history_x0[0]
+        x_next = (sigma_t / sigma_s * decay) * x + (alpha_t * gain) * m0
+        if order == 2:
+            r0 = (history_lambda[0] - history_lambda[1]) / h
+            x_next = x_next + (0.5 * alpha_t * gain / r0) * (m0 - history_x0[1])
+        if sigma_t > 0:
+            x_next = x_next + (sigma_t * math.sqrt(gain)) * self._noise_like(x, generator)
+        return x_next
+
     def __repr__(self) -> str:
+        options = (
+            f", spacing={self.spacing!r}, rho={self.rho:g}" if self.spacing != "uniform" else ""
+        )
+        options += ", sde=True" if self.sde else ""
         return (
             f"DPMSolverSampler(T={self.schedule.timesteps}, steps={self.steps}, "
-            f"order={self.order}{self._options_repr()})"
+            f"order={self.order}{options}{self._options_repr()})"
         )
