@@ -62,6 +62,7 @@ from diffusion_lab.evaluation.study import real_row, run_study
 from diffusion_lab.lit_module import DiffusionModule
 from diffusion_lab.runs.checkpoints import load_module, resolve_checkpoint, resolve_device
 from diffusion_lab.utils.checks import require_bool, require_int, require_number
+from diffusion_lab.utils.cli import input_errors_end_the_command
 from diffusion_lab.utils.timing import device_name
 
 log = logging.getLogger(__name__)
@@ -290,6 +291,7 @@ def run_evaluation(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+@input_errors_end_the_command("diffusion-eval")
 def main(cfg: DictConfig) -> None:
     run_evaluation(cfg, Path(HydraConfig.get().runtime.output_dir))
 
