@@ -128,12 +128,17 @@ TRAIN_CASES = {
         "sprites source: missing ",
     ),
     "empty class folder": (
-        lambda i: ["data=folder", f"data.source.root={empty_class_folder(i.folder)}"],
+        lambda i: [
+            "data=folder",
+            "data.num_classes=3",
+            f"data.source.root={empty_class_folder(i.folder)}",
+        ],
         "holds no images in class subfolders ['bird']",
     ),
     "not an image file": (
         lambda i: [
             "data=folder",
+            "data.num_classes=2",
             f"data.source.root={non_image_in_a_class_folder(i.folder)}",
         ],
         "notes.txt: not an image file (suffix '.txt')",
