@@ -3,8 +3,12 @@ any file (Hydra's own .hydra/ and log aside): data files, checkpoints, run folde
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +16,7 @@ import torch
 from conftest import SPRITES_IMAGES_FILE, SPRITES_LABELS_FILE
 from hydra.core.hydra_config import HydraConfig
 from PIL import Image
-from test_train import compose_train, run_train
+from test_train import TINY, compose_train
 
 from diffusion_lab.data import ImageFolderSource, SpritesSource
 from diffusion_lab.runs.checkpoints import check_checkpoint, resolve_checkpoint
@@ -50,13 +54,193 @@ def test_impossible_numbers_stop_training_before_any_file(tmp_path, override, me
     assert list((tmp_path / "run").iterdir()) == []
 
 
-def test_the_command_prints_one_line_and_leaves_only_hydras_files(tmp_path):
+# --- through the real commands: one line on stderr, status 2, no traceback, nothing written ----
+ENTRY_POINTS = {
+    "diffusion-train": ("diffusion_lab.train", "train.log"),
+    "diffusion-sample": ("diffusion_lab.sample", "sample.log"),
+    "diffusion-eval": ("diffusion_lab.evaluate", "evaluate.log"),
+}
+
+
+def run_command(command: str, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """``command`` (a Hydra entry point, as its console script runs it) writing into run_dir."""
+    module, _ = ENTRY_POINTS[command]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    tiny = [*TINY, "logger=csv"] if command == "diffusion-train" else []
+    argv = [sys.executable, "-m", module, f"hydra.run.dir={run_dir}", *tiny, *overrides]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+
+
+def assert_refused(
+    result: subprocess.CompletedProcess, command: str, message: str, run_dir: Path
+) -> None:
+    """Exactly one line on stderr, ``<command>: error: <message...>``, status 2, no traceback
+    anywhere, and the run folder holds only Hydra's .hydra/ and log."""
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr[-3000:]
+    assert result.stderr.startswith(f"{command}: error: "), result.stderr
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stdout and "Error executing job" not in result.stdout
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", ENTRY_POINTS[command][1]]
+
+
+def corrupt_sprites(root: Path) -> Path:
+    (root / SPRITES_LABELS_FILE).write_bytes(b"this is not an npy file" * 10)
+    return root
+
+
+def empty_class_folder(root: Path) -> Path:
+    (root / "bird").mkdir()
+    return root
+
+
+def non_image_in_a_class_folder(root: Path) -> Path:
+    (root / "cat" / "notes.txt").write_text("a cat")
+    return root
+
+
+def failed_run(tmp_path: Path) -> Path:
+    (tmp_path / "failed_run" / ".hydra").mkdir(parents=True)
+    return tmp_path / "failed_run"
+
+
+# each case: (overrides from the inputs (tmp, cut, sprites, folder), the message)
+# one case per row of the README's "Common errors" table (the number row: one number per command)
+TRAIN_CASES = {
+    "truncated checkpoint": (
+        lambda i: [f"ckpt_path={i.cut}"],
+        "cut.ckpt' is not a diffusion-lab checkpoint: torch.load failed (",
+    ),
+    "no checkpoint in the run folder": (
+        lambda i: [f"ckpt_path={failed_run(i.tmp)}"],
+        "no checkpoint in the run folder '",
+    ),
+    "resume of a folder that is not a run": (
+        lambda i: ["resume=/nowhere"],
+        "resume=/nowhere: no run folder with .hydra/overrides.yaml and checkpoints/last.ckpt",
+    ),
+    "unreadable sprites file": (
+        lambda i: ["data=sprites", f"data.source.root={corrupt_sprites(i.sprites)}"],
+        "sprite_labels_nc_1788_16x16.npy: not a readable .npy array, truncated or corrupt",
+    ),
+    "sprites folder missing": (
+        lambda i: ["data=sprites", "data.source.root=/nonexistent"],
+        "sprites source: missing ",
+    ),
+    "empty class folder": (
+        lambda i: [
+            "data=folder",
+            "data.num_classes=3",
+            f"data.source.root={empty_class_folder(i.folder)}",
+        ],
+        "holds no images in class subfolders ['bird']",
+    ),
+    "not an image file": (
+        lambda i: [
+            "data=folder",
+            "data.num_classes=2",
+            f"data.source.root={non_image_in_a_class_folder(i.folder)}",
+        ],
+        "notes.txt: not an image file (suffix '.txt')",
+    ),
+    "impossible number": (
+        lambda i: ["data.batch_size=0"],
+        "data.batch_size must be an integer >= 1, got 0",
+    ),
+    "impossible sampler steps": (
+        lambda i: ["sampler.steps=0"],
+        "DDIM steps (T=20) must be an integer >= 1 and <= 20, got 0",
+    ),
+    "metric never logged: no validation": (
+        lambda i: ["callbacks.quality=null", "++trainer.limit_val_batches=0"],
+        "optimized_metric='val/loss' is never logged: trainer.limit_val_batches=0 runs no "
+        "validation",
+    ),
+    "metric never logged: no quality panel": (
+        lambda i: ["callbacks.quality=null", "optimized_metric=quality/ddim/fid"],
+        "optimized_metric='quality/ddim/fid' is never logged: the quality panel",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_diffusion_train_refuses_bad_input_with_one_line(
+    tmp_path, cut_checkpoint, sprites_root, folder_root, case
+):
+    overrides, message = TRAIN_CASES[case]
+    inputs = SimpleNamespace(
+        tmp=tmp_path, cut=cut_checkpoint, sprites=sprites_root, folder=folder_root
+    )
     run_dir = tmp_path / "run"
-    result = run_train(run_dir, "module.optimizer.lr=-1e-3", "logger=csv", check=False)
-    assert result.returncode != 0
-    message = "ValueError: module.optimizer.lr must be a finite number > 0, got -0.001"
-    assert message in result.stderr.splitlines()  # the traceback's last line: the whole story
-    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "train.log"]
+    result = run_command("diffusion-train", run_dir, *overrides(inputs))
+    assert_refused(result, "diffusion-train", message, run_dir)
+    assert not (run_dir / "result.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "overrides", "message"),
+    [
+        ("diffusion-sample", ["n=0"], "n must be an integer >= 1, got 0"),
+        ("diffusion-sample", ["guidance_scale=-1"], "guidance_scale must be a finite number >= 0"),
+        ("diffusion-sample", ["ckpt_path={cut}"], "is not a diffusion-lab checkpoint: torch.load"),
+        ("diffusion-eval", ["ckpt_path={cut}"], "is not a diffusion-lab checkpoint: torch.load"),
+        ("diffusion-eval", ["n_per_class=0"], "n_per_class must be an integer >= 1, got 0"),
+    ],
+)
+def test_sample_and_eval_refuse_bad_input_with_one_line(
+    tmp_path, cut_checkpoint, command, overrides, message
+):
+    run_dir = tmp_path / "run"
+    result = run_command(command, run_dir, *(o.format(cut=cut_checkpoint) for o in overrides))
+    assert_refused(result, command, message, run_dir)
+
+
+def test_diffusion_summary_refuses_a_missing_folder_with_one_line(tmp_path):
+    command = [sys.executable, "-m", "diffusion_lab.sweeps.cli", str(tmp_path / "nowhere")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"diffusion-summary: error: {tmp_path / 'nowhere'} is not a folder; pass a multirun "
+        "folder, e.g. outputs/train/multiruns/<datetime>"
+    ]
+    assert result.stdout == ""
+
+
+def test_an_old_checkpoint_name_with_equals_is_hydras_own_one_line_error(tmp_path):
+    """The table's first row comes from Hydra's override parser, before any of our code runs:
+    Hydra's own message and status (1), also without a traceback."""
+    run_dir = tmp_path / "run"
+    result = run_command("diffusion-sample", run_dir, "ckpt_path=run/best-epoch=016.ckpt")
+    assert result.returncode == 1
+    assert "mismatched input '='" in result.stderr and "Traceback" not in result.stderr
+    assert not run_dir.exists()
+
+
+def test_an_error_that_is_not_bad_input_keeps_its_traceback(tmp_path, monkeypatch):
+    """A ValueError that is not an InputError (a bug, a library's error) is not turned into a
+    one-line message."""
+    from diffusion_lab.utils.cli import input_errors_end_the_command
+
+    @input_errors_end_the_command("diffusion-x")
+    def task() -> None:
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        task()
+
+
+def test_an_input_error_ends_the_command_with_status_2(capsys):
+    from diffusion_lab.utils.checks import require_int
+    from diffusion_lab.utils.cli import input_errors_end_the_command
+
+    @input_errors_end_the_command("diffusion-x")
+    def task() -> None:
+        require_int("n", 0, minimum=1)
+
+    with pytest.raises(SystemExit) as stop:
+        task()
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "diffusion-x: error: n must be an integer >= 1, got 0\n"
 
 
 # --- data files -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from test_sample import check_ok, run_sample
 from test_train import run_train
 
@@ -65,7 +66,7 @@ def test_old_names_with_equals_still_load_quoted_and_through_the_folder(trained_
     old = best.with_name("best-epoch=000-val_loss=0.5000.ckpt")
     best.rename(old)
     assert resolve_checkpoint(run) == old
-    with pytest.raises(Exception, match="="):
+    with pytest.raises(OverrideParseException, match="mismatched input '=' expecting <EOF>"):
         OverridesParser.create().parse_overrides([f"ckpt_path={old}"])
     (override,) = OverridesParser.create().parse_overrides([f'ckpt_path="{old}"'])
     assert override.value() == str(old)

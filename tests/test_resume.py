@@ -132,3 +132,20 @@ def test_merge_overrides_puts_the_new_ones_on_top():
         "+trainer.limit_train_batches=7",
         "seed=2",
     ]
+
+
+def test_resuming_a_run_that_switched_the_quality_panel_off_uses_that_runs_config(tmp_path):
+    """One config per command: the resumed run's (quality panel off, so optimized_metric is
+    val/loss), not the resuming command's own defaults (panel on: quality/ddim/fid), for the
+    training, result.json and the value diffusion-train returns (which used to exit 1 here)."""
+    import json
+
+    run_dir = tmp_path / "run"
+    short = ["+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "logger=csv"]
+    run_train(run_dir, "trainer.max_epochs=1", "callbacks.quality=null", *short)
+    resume(run_dir, "trainer.max_epochs=2")  # asserts status 0
+    written = json.loads((run_dir / "result.json").read_text())
+    assert written["status"] == "ok" and written["epochs"] == 2
+    assert written["optimized_metric"] == "val/loss"
+    assert written["value"] == written["metrics"]["val/loss"] > 0
+    assert not any(key.startswith("quality/") for key in written["metrics"])

@@ -88,15 +88,21 @@ def test_a_stopped_run_writes_no_result(tmp_path):
 
 
 def test_diffusion_train_fails_on_a_metric_it_never_logged(tmp_path):
+    """A name no check can rule out before training (not val/* without validation, not quality/*
+    without the panel: those are refused first, test_bad_input) fails when training ends, with
+    one line, and result.json says failed with the metrics there are."""
     run_dir = tmp_path / "run"
     overrides = ["logger=csv", "+trainer.fast_dev_run=true", "~callbacks.quality"]
-    overrides += ["optimized_metric=quality/ddim/fid"]
+    overrides += ["optimized_metric=train/nothing"]
     result = run_train(run_dir, *overrides, check=False)
-    assert result.returncode != 0
-    assert "optimized_metric='quality/ddim/fid' was not logged" in result.stderr
+    assert result.returncode == 2
+    assert (
+        "diffusion-train: error: optimized_metric='train/nothing' was not logged"
+        in (result.stderr.splitlines()[-1])
+    )
     assert "val/loss" in result.stderr  # among the metrics there are
     written = json.loads((run_dir / RESULT_FILE).read_text())
-    assert written["status"] == "failed" and "quality/ddim/fid" in written["error"]
+    assert written["status"] == "failed" and "train/nothing" in written["error"]
     assert written["metrics"]["val/loss"] > 0
 
 

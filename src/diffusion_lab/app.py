@@ -36,7 +36,8 @@ from diffusion_lab.app_logic import (  # noqa: E402
     list_checkpoints,
 )
 from diffusion_lab.runs.checkpoints import resolve_device  # noqa: E402
-from diffusion_lab.utils.checks import require_int
+from diffusion_lab.utils.checks import InputError, require_int
+from diffusion_lab.utils.cli import input_errors_end_the_command
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def build_page(models: Models, ckpt_path: str, runs_dir: Path) -> gr.Blocks:
             previous = len(class_names)
             module = models.get(path)
             if module.num_classes != previous:
-                raise ValueError(
+                raise InputError(
                     f"{path} has {module.num_classes} classes; this page was built for "
                     f"{previous}: start diffusion-app ckpt_path={path}"
                 )
@@ -162,11 +163,12 @@ def launch(page: gr.Blocks, host: str, port: int, block: bool = True) -> None:
 
 def check_address(host: object, port: object) -> tuple[str, int]:
     if not isinstance(host, str) or not host:
-        raise ValueError(f"host must be an address such as 127.0.0.1, got {host!r}")
+        raise InputError(f"host must be an address such as 127.0.0.1, got {host!r}")
     return host, require_int("port", port, minimum=1, maximum=65535)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="app")
+@input_errors_end_the_command("diffusion-app")
 def main(cfg: DictConfig) -> None:
     host, port = check_address(cfg.host, cfg.port)
     models = Models(resolve_device(cfg.device))

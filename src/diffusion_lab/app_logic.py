@@ -32,7 +32,7 @@ from diffusion_lab.lit_module import DiffusionModule
 from diffusion_lab.runs.checkpoints import TRAIN_RUNS_DIR, load_module, resolve_checkpoint
 from diffusion_lab.runs.pretrained import is_export
 from diffusion_lab.sample import draw_samples, sampler_title
-from diffusion_lab.utils.checks import require_int
+from diffusion_lab.utils.checks import InputError, require_int
 from diffusion_lab.utils.images import labelled_grid, save_gif
 
 SAMPLER_FAMILIES = ("ddim", "ddpm", "dpmpp")  # conf/sampler/<name>.yaml
@@ -45,7 +45,7 @@ def contexts_from_sliders(weights: Sequence[float], count: int) -> torch.Tensor 
     is 0 (the null context: unconditional samples)."""
     values = [float(w) for w in weights]
     if not all(math.isfinite(w) for w in values):
-        raise ValueError(f"context weights must be finite numbers, got {values}")
+        raise InputError(f"context weights must be finite numbers, got {values}")
     if not any(values):
         return None
     return torch.tensor(values).repeat(count, 1)
@@ -61,7 +61,7 @@ def sampler_config(family: str, steps: int, eta: float, order: int) -> dict[str,
     """The partial sampler config of conf/sampler/<family>.yaml with the page's options: steps
     (DDIM, DPM-Solver), eta (DDIM), order (DPM-Solver); DDPM runs all T steps."""
     if family not in SAMPLER_FAMILIES:
-        raise ValueError(f"unknown sampler {family!r}; accepted: {', '.join(SAMPLER_FAMILIES)}")
+        raise InputError(f"unknown sampler {family!r}; accepted: {', '.join(SAMPLER_FAMILIES)}")
     config = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "sampler" / f"{family}.yaml"))
     if family in ("ddim", "dpmpp"):
         config["steps"] = int(steps)
@@ -80,9 +80,9 @@ def check_count(count: Any) -> int:
 
 def check_guidance(guidance: float, contexts: torch.Tensor | None) -> float:
     if not math.isfinite(guidance) or guidance < 0:
-        raise ValueError(f"guidance must be a finite number >= 0, got {guidance!r}")
+        raise InputError(f"guidance must be a finite number >= 0, got {guidance!r}")
     if guidance > 0 and contexts is None:
-        raise ValueError(
+        raise InputError(
             "guidance > 0 needs a context: with every weight 0 the conditional and the null "
             "model are the same; move a class slider or set guidance to 0"
         )
@@ -197,7 +197,7 @@ def _as_picture(value: Any) -> Image.Image | None:
             return opened.copy()
     array = np.asarray(value)
     if array.dtype != np.uint8:
-        raise ValueError(f"the uploaded image has pixels of type {array.dtype}; give a PNG")
+        raise InputError(f"the uploaded image has pixels of type {array.dtype}; give a PNG")
     return Image.fromarray(array)
 
 
@@ -240,11 +240,11 @@ def edit(
     elif index is not None:
         image, image_label = models.data_image(int(index))
     else:
-        raise ValueError("pick a data-set index or upload an image to edit")
+        raise InputError("pick a data-set index or upload an image to edit")
     mask = None
     if painted is not None:
         if painted.size != picture.size:
-            raise ValueError(f"the painted mask is {painted.size}, the image {picture.size}")
+            raise InputError(f"the painted mask is {painted.size}, the image {picture.size}")
         mask = torch.from_numpy(1.0 - np.asarray(painted, dtype=np.float32) / 255.0)[None, None]
     contexts = contexts_from_sliders(weights, count)
     guidance = check_guidance(float(guidance), contexts)

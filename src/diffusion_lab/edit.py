@@ -38,7 +38,8 @@ from diffusion_lab.image_edits import (
 from diffusion_lab.lit_module import DiffusionModule
 from diffusion_lab.runs.checkpoints import load_module, resolve_checkpoint, resolve_device
 from diffusion_lab.sample import contexts_from_config
-from diffusion_lab.utils.checks import require_int, require_number
+from diffusion_lab.utils.checks import InputError, require_int, require_number
+from diffusion_lab.utils.cli import input_errors_end_the_command
 from diffusion_lab.utils.images import save_image, to_uint8
 from diffusion_lab.utils.io import atomic_write
 
@@ -54,7 +55,7 @@ def check_options(cfg: DictConfig) -> None:
         require_int(name, cfg[name], minimum=1)
     strength = require_number("strength", cfg.strength)
     if not 0 < strength <= 1:
-        raise ValueError(
+        raise InputError(
             f"strength must be in (0, 1] (the share of the T timesteps to redo), got {strength!r}"
         )
     require_number("guidance_scale", cfg.guidance_scale, minimum=0)
@@ -66,7 +67,7 @@ def source_image(value: Any, module: DiffusionModule, checkpoint: Path) -> tuple
     """The ``image`` field: an index into the run's data set (an int, or digits naming no
     file), else an image file. Returns (1, C, H, W) in [-1, 1] and a label."""
     if isinstance(value, bool) or value is None:
-        raise ValueError(f"image must be a PNG file or a data-set index, got {value!r}")
+        raise InputError(f"image must be a PNG file or a data-set index, got {value!r}")
     if isinstance(value, int) or (str(value).isdigit() and not Path(str(value)).exists()):
         return load_data_set(module, checkpoint).image(int(value))
     path = Path(str(value))
@@ -143,6 +144,7 @@ def run_edit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="edit")
+@input_errors_end_the_command("diffusion-edit")
 def main(cfg: DictConfig) -> None:
     run_edit(cfg, Path(HydraConfig.get().runtime.output_dir))
 

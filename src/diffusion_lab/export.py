@@ -38,6 +38,8 @@ from diffusion_lab.runs.pretrained import (
     WEIGHTS_FILE,
     is_export,
 )
+from diffusion_lab.utils.checks import InputError
+from diffusion_lab.utils.cli import input_errors_end_the_command
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +118,10 @@ def model_card(config: dict[str, Any], checkpoint: Path, result: dict[str, Any] 
 def check_out(out: Any) -> Path:
     """``out`` as a path that does not exist yet or is an empty folder."""
     if out is None or str(out).strip() == "":
-        raise ValueError("out must name the export folder to write, e.g. out=exports/digits")
+        raise InputError("out must name the export folder to write, e.g. out=exports/digits")
     path = Path(str(out)).expanduser()
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise ValueError(
+        raise InputError(
             f"out {str(path)!r} exists and is not an empty folder; give a new folder (nothing "
             "is overwritten)"
         )
@@ -152,7 +154,7 @@ def run_export(cfg: DictConfig) -> dict[str, Any]:
     out = check_out(cfg.out)
     checkpoint = resolve_checkpoint(cfg.ckpt_path)
     if is_export(checkpoint):
-        raise ValueError(f"ckpt_path {str(checkpoint)!r} is an export already; copy the folder")
+        raise InputError(f"ckpt_path {str(checkpoint)!r} is an export already; copy the folder")
     module = load_module(checkpoint, torch.device("cpu"))
     folder = write_export(module, checkpoint, out)
     log.info(
@@ -168,6 +170,7 @@ def run_export(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
+@input_errors_end_the_command("diffusion-export")
 def main(cfg: DictConfig) -> None:
     run_export(cfg)
 

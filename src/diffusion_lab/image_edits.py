@@ -32,7 +32,7 @@ from diffusion_lab.diffusion.editing import (
 )
 from diffusion_lab.diffusion.samplers import StepCallback
 from diffusion_lab.lit_module import DiffusionModule
-from diffusion_lab.utils.checks import require_int
+from diffusion_lab.utils.checks import InputError, MissingInputError, require_int
 from diffusion_lab.utils.images import labelled_grid
 from diffusion_lab.utils.progress import track
 from diffusion_lab.utils.timing import timed
@@ -44,13 +44,13 @@ MASK_GREY = 0.0  # the redrawn pixels in the "masked" column of the grid: mid gr
 # --- input ------------------------------------------------------------------------------------
 def _open(path: Path, what: str) -> Image.Image:
     if not path.is_file():
-        raise FileNotFoundError(f"{what} {str(path)!r} does not exist; give a PNG file")
+        raise MissingInputError(f"{what} {str(path)!r} does not exist; give a PNG file")
     try:
         with Image.open(path) as opened:
             opened.load()
             return opened.copy()
     except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{what} {str(path)!r} is not an image PIL can read ({error})") from None
+        raise InputError(f"{what} {str(path)!r} is not an image PIL can read ({error})") from None
 
 
 def image_tensor(picture: Image.Image, shape: Sequence[int], name: str) -> torch.Tensor:
@@ -61,7 +61,7 @@ def image_tensor(picture: Image.Image, shape: Sequence[int], name: str) -> torch
     kind = {1: "grey (mode L)", 3: "colour (mode RGB)"}
     if found != channels or picture.size != (width, height):
         what = f"{found} channel(s)" if found else f"mode {mode}"
-        raise ValueError(
+        raise InputError(
             f"{name} is {picture.width}x{picture.height} with {what}; this model takes "
             f"{width}x{height} images, {kind.get(channels, f'{channels} channels')}"
         )
@@ -80,7 +80,7 @@ def mask_tensor(picture: Image.Image, shape: Sequence[int], name: str) -> torch.
     """RePaint's keep-mask (1, 1, H, W) in [0, 1] from a grey picture (white = redraw)."""
     _, height, width = shape
     if picture.size != (width, height):
-        raise ValueError(
+        raise InputError(
             f"{name} is {picture.width}x{picture.height}; it must have the image's size, "
             f"{width}x{height} (white = redraw, black = keep)"
         )
@@ -107,7 +107,7 @@ class DataSet:
         """Image ``index`` as (1, C, H, W) in [-1, 1] and a label naming it and its class."""
         require_int("a data-set index", index)
         if not 0 <= index < len(self.images):
-            raise ValueError(
+            raise InputError(
                 f"image index {index} is out of range; the run's data set has "
                 f"{len(self.images)} images: 0..{len(self.images) - 1}"
             )
@@ -120,7 +120,7 @@ def load_data_set(module: DiffusionModule, checkpoint: Path) -> DataSet:
     config = module.hparams.get("data")
     origin = f"from the checkpoint {checkpoint}" if config else "not stored in the checkpoint"
     if not config or "source" not in config:
-        raise ValueError(
+        raise InputError(
             f"the data set of {str(checkpoint)!r} is {origin}; give image=<a PNG> instead of an index"
         )
     loaded = instantiate(config["source"]).load()

@@ -43,6 +43,7 @@ from diffusion_lab.diffusion.predictions import (
 )
 from diffusion_lab.diffusion.samplers import StepCallback
 from diffusion_lab.models.ema import EMA
+from diffusion_lab.utils.checks import InputError
 
 LOSS_WEIGHTINGS = ("none", "min_snr")
 CHECKPOINT_KEY = "diffusion_lab"  # marks a checkpoint as written by this project
@@ -138,13 +139,13 @@ class DiffusionModule(L.LightningModule):
         super().__init__()
         check_prediction(prediction)
         if not 0.0 <= context_dropout < 1.0:
-            raise ValueError(f"context_dropout must be in [0, 1), got {context_dropout}")
+            raise InputError(f"context_dropout must be in [0, 1), got {context_dropout}")
         if loss_weighting not in LOSS_WEIGHTINGS:
-            raise ValueError(
+            raise InputError(
                 f"unknown loss_weighting {loss_weighting!r}; accepted: {', '.join(LOSS_WEIGHTINGS)}"
             )
         if min_snr_gamma <= 0:
-            raise ValueError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
+            raise InputError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
         self.save_hyperparameters(
             {
                 "net": _plain(net),
@@ -168,7 +169,7 @@ class DiffusionModule(L.LightningModule):
         self.net = instantiate(self.hparams.net)
         self.schedule: NoiseSchedule = instantiate(self.hparams.schedule)
         if prediction == "eps" and self.schedule.alpha_bars[-1].item() == 0:
-            raise ValueError(
+            raise InputError(
                 "the noise schedule has zero terminal SNR (alpha_bar_T = 0), where an eps-predicting "
                 "net cannot give x0 (x0 = (x_T - eps) / 0); train with module.prediction=v (or x0), "
                 "or set scheduler.zero_terminal_snr=false"
@@ -176,7 +177,7 @@ class DiffusionModule(L.LightningModule):
         self.ema = EMA(self.net, decay=ema_decay)
         num_classes = getattr(self.net, "n_cfeat", len(class_names))
         if class_names and len(class_names) != num_classes:
-            raise ValueError(
+            raise InputError(
                 f"{len(class_names)} class names {list(class_names)} for a net with "
                 f"{num_classes} context dimensions"
             )
@@ -280,14 +281,14 @@ class DiffusionModule(L.LightningModule):
         checkpoints). Raises ValueError naming both shapes when they differ."""
         data_shape = (datamodule.channels, datamodule.image_size, datamodule.image_size)
         if data_shape != self.image_shape or datamodule.num_classes != self.num_classes:
-            raise ValueError(
+            raise InputError(
                 f"the data gives images {data_shape} with {datamodule.num_classes} classes, but the "
                 f"model takes {self.image_shape} with n_cfeat={self.num_classes}; keep model.* "
                 "interpolating ${data.channels}, ${data.image_size} and ${data.num_classes}"
             )
         names = list(datamodule.class_names)
         if len(names) != self.num_classes:
-            raise ValueError(f"{len(names)} class names {names} for n_cfeat={self.num_classes}")
+            raise InputError(f"{len(names)} class names {names} for n_cfeat={self.num_classes}")
         self.hparams.class_names = names
 
     def setup(self, stage: str) -> None:

@@ -31,7 +31,8 @@ from diffusion_lab.diffusion.contexts import parse_context, parse_contexts
 from diffusion_lab.diffusion.samplers import StepCallback
 from diffusion_lab.lit_module import DiffusionModule
 from diffusion_lab.runs.checkpoints import load_module, resolve_checkpoint, resolve_device
-from diffusion_lab.utils.checks import require_int, require_number
+from diffusion_lab.utils.checks import InputError, require_int, require_number
+from diffusion_lab.utils.cli import input_errors_end_the_command
 from diffusion_lab.utils.images import labelled_grid, save_gif, save_image, to_uint8
 from diffusion_lab.utils.io import atomic_write
 from diffusion_lab.utils.progress import track
@@ -56,14 +57,14 @@ def check_options(cfg: DictConfig) -> None:
 def raw_context(weights: Sequence[Any], class_names: Sequence[str]) -> torch.Tensor:
     """A context (K,) given as its K weights, e.g. the course's [1, 0, 0.6, 0, 0]."""
     if len(weights) != len(class_names):
-        raise ValueError(
+        raise InputError(
             f"context {list(weights)} has {len(weights)} weights; this checkpoint's contexts have "
             f"{len(class_names)}, one per class: {', '.join(class_names)}"
         )
     try:
         return torch.tensor([float(weight) for weight in weights])
     except (TypeError, ValueError):
-        raise ValueError(f"context {list(weights)}: every weight must be a number") from None
+        raise InputError(f"context {list(weights)}: every weight must be a number") from None
 
 
 def contexts_from_config(
@@ -79,7 +80,7 @@ def contexts_from_config(
     if not isinstance(value, (list, tuple)):
         contexts, labels = parse_contexts(None if value is None else str(value), class_names)
     elif not value:
-        raise ValueError("contexts=[] names no context; give class names, all or null")
+        raise InputError("contexts=[] names no context; give class names, all or null")
     else:
         rows, labels = [], []
         for item in value:
@@ -99,13 +100,13 @@ def check_contexts(contexts: torch.Tensor | None, labels: Sequence[str], num_cla
     if contexts is None:
         return
     if contexts.ndim != 2 or contexts.shape[1] != num_classes:
-        raise ValueError(
+        raise InputError(
             f"contexts of shape {tuple(contexts.shape)} do not fit a checkpoint with "
             f"{num_classes} context dimensions"
         )
     for row, label in zip(contexts, labels):
         if not torch.isfinite(row).all():
-            raise ValueError(f"context {label!r} has a weight that is not a finite number")
+            raise InputError(f"context {label!r} has a weight that is not a finite number")
 
 
 # --- sampling -------------------------------------------------------------------------------
@@ -273,6 +274,7 @@ def run_sampling(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
+@input_errors_end_the_command("diffusion-sample")
 def main(cfg: DictConfig) -> None:
     run_sampling(cfg, Path(HydraConfig.get().runtime.output_dir))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import hydra
 import lightning as L
@@ -25,7 +26,8 @@ from diffusion_lab.lit_module import DiffusionModule
 from diffusion_lab.runs.result import is_rank_zero, optimized_value, recording_result
 from diffusion_lab.runs.resume import checkpoint_to_fit_from, resumed_config
 from diffusion_lab.sweeps.summary import write_summary
-from diffusion_lab.utils.checks import is_int, require_number
+from diffusion_lab.utils.checks import InputError, is_int, is_number, require_number
+from diffusion_lab.utils.cli import input_errors_end_the_command
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +51,46 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
     return [instantiate(logger_cfg) for logger_cfg in (cfg.get("logger") or {}).values()]
 
 
-def _check_monitored_metrics(cfg: DictConfig) -> None:
-    """A callback that monitors val/* needs a validation set: say so before training, not after."""
-    if cfg.data.get("val_fraction", 1) != 0:
+def has_validation(cfg: DictConfig) -> bool:
+    """Whether validation runs at all: a val split (data.val_fraction > 0) that the trainer uses
+    (trainer.limit_val_batches is not 0)."""
+    limit = OmegaConf.select(cfg, "trainer.limit_val_batches")
+    return cfg.data.get("val_fraction", 1) != 0 and not (is_number(limit) and limit == 0)
+
+
+def _no_validation_reason(cfg: DictConfig) -> str:
+    if cfg.data.get("val_fraction", 1) == 0:
+        return "data.val_fraction=0 leaves no validation set"
+    return "trainer.limit_val_batches=0 runs no validation"
+
+
+def check_metrics_can_be_logged(cfg: DictConfig) -> None:
+    """A metric the run can never log, refused before training rather than after it: the
+    optimised metric (val/* needs validation, quality/* the quality panel) and every val/* metric
+    a callback monitors. Other names are checked when training ends (runs.result)."""
+    metric = str(cfg.get("optimized_metric") or "val/loss")
+    if metric.startswith("val/") and not has_validation(cfg):
+        raise InputError(
+            f"optimized_metric={metric!r} is never logged: {_no_validation_reason(cfg)}; "
+            "turn the quality panel on (its metric is then optimised) or let validation run"
+        )
+    if metric.startswith("quality/") and OmegaConf.select(cfg, "callbacks.quality") is None:
+        raise InputError(
+            f"optimized_metric={metric!r} is never logged: the quality panel "
+            "(callbacks.quality) is off; turn it on or set optimized_metric=val/loss"
+        )
+    if has_validation(cfg):
         return
     for name, callback_cfg in (cfg.get("callbacks") or {}).items():
         monitor = callback_cfg.get("monitor") if callback_cfg is not None else None
         if isinstance(monitor, str) and monitor.startswith("val/"):
-            raise ValueError(
-                f"data.val_fraction=0 leaves no validation set, but callbacks.{name} monitors "
-                f"{monitor!r}; set callbacks.{name}.monitor=null or a val_fraction > 0"
+            raise InputError(
+                f"{_no_validation_reason(cfg)}, but callbacks.{name} monitors {monitor!r}; set "
+                f"callbacks.{name}.monitor=null or let validation run"
             )
 
 
 def build_callbacks(cfg: DictConfig, have_logger: bool) -> list[L.Callback]:
-    _check_monitored_metrics(cfg)
     # callbacks.<name>=null switches one off, as ~callbacks.<name> does
     configs = [c for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks = [instantiate(c) for c in configs]
@@ -81,32 +108,46 @@ def build_module(cfg: DictConfig) -> DiffusionModule:
     )
 
 
-def check_numbers(cfg: DictConfig) -> None:
-    """Numbers that would fail late (after the run folder filled) or train nothing, checked first:
-    the learning rate, the epoch count, the grids' guidance weight. (data.* is checked by the
-    datamodule, which is built before anything is written too.)"""
+def check_config(cfg: DictConfig) -> None:
+    """What would fail late (after the run folder filled) or train nothing, checked first: the
+    learning rate, the epoch count, the grids' guidance weight, the metrics the run must log.
+    (data.* is checked by the datamodule and the sampler by the module's make_sampler, both in
+    :func:`prepare`, before anything is written too.)"""
+    check_metrics_can_be_logged(cfg)
     lr = OmegaConf.select(cfg, "module.optimizer.lr")
     if lr is not None:
         require_number("module.optimizer.lr", lr, minimum=0, above=True)
     epochs = OmegaConf.select(cfg, "trainer.max_epochs")
     if epochs is not None and not (is_int(epochs) and (epochs >= 1 or epochs == -1)):
-        raise ValueError(
+        raise InputError(
             f"trainer.max_epochs must be an integer >= 1 (or -1: no limit, with trainer.max_steps),"
             f" got {epochs!r}"
         )
     require_number("guidance_scale", cfg.get("guidance_scale", 0.0), minimum=0)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit on the composed config; returns the final metrics (callback_metrics as floats) and writes
-    them, with the optimised metric, to ``<run dir>/result.json`` (status failed on an error).
+class Trained(NamedTuple):
+    """What :func:`train` returns: the final metrics, and the optimised metric's name and value,
+    taken from the config the run trained with (the resumed run's, when resuming)."""
 
-    ``resume=<run folder>`` continues that run: its config, this command's overrides on top. Bad
+    metrics: dict[str, float]
+    optimized_metric: str
+    value: float
+
+
+def train(cfg: DictConfig) -> Trained:
+    """Fit on the composed config; returns the final metrics (callback_metrics as floats) and the
+    optimised metric's value, and writes them to ``<run dir>/result.json`` (status failed on an
+    error).
+
+    ``resume=<run folder>`` continues that run: its config, this command's overrides on top; that
+    one config is what every part of the command sees (the checks, the fit, result.json and the
+    value returned to a sweeper), on every DDP rank alike (each rank runs this function). Bad
     input (impossible numbers, missing or malformed data, a net that does not fit the data) is
     refused before anything is written to the run folder, result.json included; in a multirun the
     sweep's summary callback records such a job as failed."""
     cfg = resumed_config(cfg)
-    check_numbers(cfg)
+    check_config(cfg)
     datamodule, module, checkpoint = prepare(cfg)
     try:
         with recording_result(cfg) as result:
@@ -117,7 +158,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         refresh_sweep_summary()
         raise
     log.info("final metrics: %s", metrics)
-    return metrics
+    return Trained(metrics, result.metric, optimized_value(metrics, result.metric))
 
 
 def refresh_sweep_summary() -> None:
@@ -139,9 +180,11 @@ def prepare(cfg: DictConfig) -> tuple[L.LightningDataModule, DiffusionModule, Pa
     written. The data is loaded and set up here; fit's own setup reuses it."""
     checkpoint = checkpoint_to_fit_from(cfg)
     if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)  # quiet: bad input prints 1 line
+        log.info("seed set to %s", cfg.seed)
     datamodule = instantiate_plainly(cfg.data)
     module = build_module(cfg)
+    module.make_sampler()  # the sampler config (its steps) checked before anything is written
     datamodule.prepare_data()
     datamodule.setup("fit")
     module.adopt_data(datamodule)
@@ -174,9 +217,11 @@ def fit(
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@input_errors_end_the_command("diffusion-train")
 def main(cfg: DictConfig) -> float:
-    """Train; return ``optimized_metric``'s final value to Hydra's sweepers (Optuna, ...)."""
-    return optimized_value(train(cfg), cfg.optimized_metric)
+    """Train; return ``optimized_metric``'s final value to Hydra's sweepers (Optuna, ...): the
+    value of the config the run trained with (see :func:`train`)."""
+    return train(cfg).value
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import check_md5, download_and_extract_archive
 
 from diffusion_lab.data.source import ImageSource, LoadedImages, one_hot_contexts
+from diffusion_lab.utils.checks import InputError, MissingInputError
 
 
 class _PresenceCheckedCIFAR10(CIFAR10):
@@ -81,13 +82,13 @@ class CIFAR10Source(ImageSource):
         labels = torch.as_tensor(dataset.targets, dtype=torch.long)
         class_names = [str(name) for name in dataset.classes]
         if len(labels) != len(images):
-            raise ValueError(
+            raise InputError(
                 f"{self.folder}: {len(labels)} labels for {len(images)} images; "
                 "expected one label per image"
             )
         out_of_range = (labels < 0) | (labels >= len(class_names))
         if out_of_range.any():
-            raise ValueError(
+            raise InputError(
                 f"{self.folder}: label {int(labels[out_of_range][0])} is out of range; expected "
                 f"0..{len(class_names) - 1} for the classes {class_names}"
             )
@@ -100,7 +101,7 @@ class CIFAR10Source(ImageSource):
         """All files present (FileNotFoundError) and, if asked, with the official md5s."""
         missing = self._missing_files()
         if missing:
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"CIFAR-10 not found: looked in {str(self.folder.resolve())!r} and "
                 f"{missing} are missing. Pass data.source.download=true on a machine with "
                 "internet to fetch it there, or set data.source.root to the folder that holds "
@@ -111,7 +112,7 @@ class CIFAR10Source(ImageSource):
                 name for name, md5 in _expected_files() if not check_md5(self.folder / name, md5)
             ]
             if corrupt:
-                raise ValueError(
+                raise InputError(
                     f"CIFAR-10 files {corrupt} in {str(self.folder)!r} do not have the md5 of the "
                     "official release (corrupt or different files). Delete them and download "
                     "again, or pass data.source.verify_checksums=false to read them anyway."

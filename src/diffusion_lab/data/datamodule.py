@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from diffusion_lab.data.index_loader import IndexLoader
 from diffusion_lab.data.source import ImageSource, LoadedImages
-from diffusion_lab.utils.checks import require_choice, require_int, require_number
+from diffusion_lab.utils.checks import InputError, require_choice, require_int, require_number
 
 LOADERS = ("index", "torch")
 
@@ -62,7 +62,7 @@ class DiffusionDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if not isinstance(source, ImageSource):
-            raise ValueError(
+            raise InputError(
                 f"source must be an ImageSource (DigitsSource, SpritesSource, CIFAR10Source, "
                 f"ImageFolderSource, ...); got {type(source).__name__}"
             )
@@ -77,10 +77,10 @@ class DiffusionDataModule(L.LightningDataModule):
             require_int(f"data.{name}", value, minimum=minimum)
         require_number("data.val_fraction", val_fraction)
         if not 0 <= val_fraction < 1:
-            raise ValueError(f"data.val_fraction must be in [0, 1); got {val_fraction}")
+            raise InputError(f"data.val_fraction must be in [0, 1); got {val_fraction}")
         require_choice("data.loader", loader, LOADERS)
         if loader == "index" and (num_workers > 0 or pin_memory):
-            raise ValueError(
+            raise InputError(
                 f"data.num_workers={num_workers} and data.pin_memory={pin_memory} apply to "
                 "data.loader=torch only; data.loader=index keeps the data on the device already "
                 "(set num_workers=0 and pin_memory=false, or loader=torch)"
@@ -130,7 +130,7 @@ class DiffusionDataModule(L.LightningDataModule):
         """
         num_val = max(1, round(num_images * self.val_fraction)) if self.val_fraction > 0 else 0
         if num_images - num_val < 1:
-            raise ValueError(
+            raise InputError(
                 f"data.val_fraction={self.val_fraction} leaves no training images out of "
                 f"{num_images}; use a smaller val_fraction"
             )
@@ -191,16 +191,16 @@ class DiffusionDataModule(L.LightningDataModule):
     def _check_matches_config(self, loaded: LoadedImages) -> None:
         source = f"the {self.source.name} source"
         if loaded.channels != self.channels:
-            raise ValueError(
+            raise InputError(
                 f"data.channels={self.channels} but {source} gives {loaded.channels}-channel images"
             )
         if (loaded.height, loaded.width) != (self.image_size, self.image_size):
-            raise ValueError(
+            raise InputError(
                 f"data.image_size={self.image_size} but {source} gives "
                 f"{loaded.height}x{loaded.width} images"
             )
         if len(loaded.class_names) != self.num_classes:
-            raise ValueError(
+            raise InputError(
                 f"data.num_classes={self.num_classes} but {source} has "
                 f"{len(loaded.class_names)} classes {loaded.class_names}"
             )

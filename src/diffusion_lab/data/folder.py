@@ -11,7 +11,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from diffusion_lab.data.source import ImageSource, LoadedImages, one_hot_contexts
-from diffusion_lab.utils.checks import require_int
+from diffusion_lab.utils.checks import InputError, MissingInputError, require_int
 
 PIL_MODE_BY_CHANNELS = {1: "L", 3: "RGB"}
 
@@ -31,14 +31,14 @@ class ImageFolderSource(ImageSource):
     def __init__(self, root: str | Path, image_size: int, channels: int = 3) -> None:
         require_int("image_size", image_size, minimum=1)
         if channels not in PIL_MODE_BY_CHANNELS:
-            raise ValueError(f"channels must be 1 (grey) or 3 (RGB); got {channels!r}")
+            raise InputError(f"channels must be 1 (grey) or 3 (RGB); got {channels!r}")
         self.root = Path(root)
         self.image_size = image_size
         self.channels = channels
 
     def load(self) -> LoadedImages:
         if not self.root.is_dir():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"image folder {str(self.root.resolve())!r} does not exist or is not a folder; "
                 "expected a folder with one subfolder of images per class"
             )
@@ -52,7 +52,7 @@ class ImageFolderSource(ImageSource):
         try:
             dataset = ImageFolder(str(self.root), transform=to_uint8_tensor, loader=self._open)
         except FileNotFoundError as error:  # no class subfolder, or no image in any of them
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"image folder {str(self.root.resolve())!r} holds no images in class subfolders "
                 f"(expected root/<class name>/<image>.png and the like): {error}"
             ) from error
@@ -65,7 +65,7 @@ class ImageFolderSource(ImageSource):
             with Image.open(path) as image:
                 return image.convert(PIL_MODE_BY_CHANNELS[self.channels])
         except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for unreadable files
-            raise ValueError(
+            raise InputError(
                 f"{path}: not a readable image ({type(error).__name__}: {error}); every file in a "
                 "class folder must be an image PIL reads"
             ) from None
@@ -80,13 +80,13 @@ def _check_class_folders(root: Path) -> None:
         files = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")]
         others = [p for p in files if not p.name.lower().endswith(IMG_EXTENSIONS)]
         if others:
-            raise ValueError(
+            raise InputError(
                 f"{others[0]}: not an image file (suffix {others[0].suffix!r}); a class folder "
                 f"may hold images only: {accepted}"
             )
         empty += [] if files else [folder.name]
     if empty:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"image folder {str(root.resolve())!r} holds no images in class subfolders {empty}; "
             f"every class subfolder needs at least one image ({accepted}), or remove it"
         )

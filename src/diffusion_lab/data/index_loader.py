@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffusion_lab.utils.checks import require_int
+from diffusion_lab.utils.checks import InputError, require_int
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -202,7 +202,7 @@ class IndexLoader:
             described = ", ".join(
                 f"{key} {saved!r} (now {now!r})" for key, (saved, now) in differing.items()
             )
-            raise ValueError(
+            raise InputError(
                 f"the loader state was saved with {described}: a mid-epoch position cannot be "
                 "carried over; resume with the data settings and world size of the saved run"
             )

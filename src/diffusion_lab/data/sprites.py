@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from diffusion_lab.data.source import ImageSource, LoadedImages
+from diffusion_lab.utils.checks import InputError, MissingInputError
 
 SPRITE_CLASS_NAMES = ["hero", "non-hero", "food", "spell", "side-facing"]
 
@@ -44,7 +45,7 @@ class SpritesSource(ImageSource):
         labels_path = self.root / self.labels_file
         missing = [path.name for path in (images_path, labels_path) if not path.is_file()]
         if missing:
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"sprites source: missing {missing} in {str(self.root.resolve())!r}. "
                 f"Expected both {self.images_file!r} (images) and {self.labels_file!r} (labels), "
                 'the files of DeepLearning.AI\'s "How Diffusion Models Work" course; put them '
@@ -67,7 +68,7 @@ def _load_npy(path: Path, mmap_mode: str | None) -> np.ndarray:
         return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(
+        raise InputError(
             f"{path}: not a readable .npy array, truncated or corrupt ({reason}); expected the "
             "course's file as downloaded (np.save format); download it again"
         ) from None
@@ -76,31 +77,31 @@ def _load_npy(path: Path, mmap_mode: str | None) -> np.ndarray:
 def _check_images(images: np.ndarray, path: Path) -> None:
     """Accept (N, H, W, 3) uint8 only."""
     if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(
+        raise InputError(
             f"{path}: images have shape {images.shape}; expected (N, H, W, 3) RGB, NHWC"
         )
     if images.dtype != np.uint8:
-        raise ValueError(f"{path}: images have dtype {images.dtype}; expected uint8 (0..255)")
+        raise InputError(f"{path}: images have dtype {images.dtype}; expected uint8 (0..255)")
     if len(images) == 0:
-        raise ValueError(f"{path}: holds 0 images; expected at least one")
+        raise InputError(f"{path}: holds 0 images; expected at least one")
 
 
 def _check_labels(labels: np.ndarray, path: Path, num_images: int) -> None:
     """Accept (num_images, 5) with one-hot rows: each row one 1 and four 0s."""
     num_classes = len(SPRITE_CLASS_NAMES)
     if labels.ndim != 2 or labels.shape[1] != num_classes:
-        raise ValueError(
+        raise InputError(
             f"{path}: labels have shape {labels.shape}; expected (N, {num_classes}), "
             f"one-hot over {SPRITE_CLASS_NAMES}"
         )
     if len(labels) != num_images:
-        raise ValueError(
+        raise InputError(
             f"{path}: {len(labels)} label rows for {num_images} images; expected one row per image"
         )
     is_one_hot = ((labels == 0) | (labels == 1)).all(axis=1) & (labels.sum(axis=1) == 1)
     if not is_one_hot.all():
         bad_row = int(np.flatnonzero(~is_one_hot)[0])
-        raise ValueError(
+        raise InputError(
             f"{path}: label row {bad_row} is {labels[bad_row].tolist()}; expected a one-hot row "
             f"(one 1 and {num_classes - 1} zeros), ({(~is_one_hot).sum()} such rows in all)"
         )

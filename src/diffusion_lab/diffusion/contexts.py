@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from diffusion_lab.utils.checks import InputError
+
 NULL_NAMES = ("null", "none", "")
 
 
@@ -29,7 +31,7 @@ def class_index(name: str, class_names: Sequence[str]) -> int:
     if name.isdigit() and int(name) < len(class_names):
         return int(name)
     known = ", ".join(class_names)
-    raise ValueError(
+    raise InputError(
         f"unknown class {name!r}; known classes: {known} (or an index 0..{len(class_names) - 1})"
     )
 
@@ -56,12 +58,12 @@ def parse_context(spec: str, class_names: Sequence[str]) -> torch.Tensor:
         try:
             weight = float(weight_text)
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"weight {weight_text.strip()!r} of class {name.strip()!r} in context {text!r} "
                 "is not a number; write e.g. 'hero:1,food:0.6'"
             ) from None
         if not math.isfinite(weight):
-            raise ValueError(
+            raise InputError(
                 f"weight {weight_text.strip()!r} of class {name.strip()!r} is not finite"
             )
         weights[name] = weights.get(name, 0.0) + weight
@@ -77,13 +79,13 @@ def parse_contexts(
     None, the null context); else a list of :func:`parse_context` specs.
     """
     if not class_names:
-        raise ValueError("the model has no class names to parse contexts against")
+        raise InputError("the model has no class names to parse contexts against")
     if specs is None or (isinstance(specs, str) and specs.strip().lower() in NULL_NAMES):
         return None, ["unconditional"]
     if isinstance(specs, str):
         specs = [specs] if specs.strip().lower() != "all" else list(class_names)
     if len(specs) == 0:
-        raise ValueError("no contexts given; use a class name, 'all' or null")
+        raise InputError("no contexts given; use a class name, 'all' or null")
     rows = torch.stack([parse_context(spec, class_names) for spec in specs])
     return rows, [str(spec).strip() for spec in specs]
 
@@ -92,7 +94,7 @@ def interpolate(start: torch.Tensor, end: torch.Tensor, steps: int) -> torch.Ten
     """``steps`` contexts (steps, K) on the straight line from start (K,) to end (K,), both ends
     included: c_i = (1 - i / (steps - 1)) start + i / (steps - 1) end."""
     if steps < 2:
-        raise ValueError(f"an interpolation needs steps >= 2, got {steps}")
+        raise InputError(f"an interpolation needs steps >= 2, got {steps}")
     if start.shape != end.shape or start.ndim != 1:
         raise ValueError(
             f"start and end must be contexts of one width (K,), got {tuple(start.shape)} and "

@@ -38,14 +38,14 @@ import math
 import torch
 
 from diffusion_lab.diffusion.samplers.base import Model, Sampler, StepCallback
-from diffusion_lab.utils.checks import require_int, require_number
+from diffusion_lab.utils.checks import InputError, require_int, require_number
 
 
 def start_timestep(strength: float, total: int) -> int:
     """t0 = round(strength T), at least 1, for a strength in (0, 1]."""
     require_number("strength", strength)
     if not 0.0 < strength <= 1.0:
-        raise ValueError(
+        raise InputError(
             f"strength must be in (0, 1] (the share of the T={total} timesteps to redo), "
             f"got {strength!r}"
         )
@@ -69,7 +69,7 @@ def noise_to(
 def check_image(image: torch.Tensor) -> None:
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or not image.is_floating_point():
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(f"image must be a float tensor (B, C, H, W) in [-1, 1], got {shape}")
+        raise InputError(f"image must be a float tensor (B, C, H, W) in [-1, 1], got {shape}")
 
 
 def sdedit(
@@ -97,17 +97,17 @@ def check_mask(mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     holds values in [0, 1]."""
     if not isinstance(mask, torch.Tensor) or mask.ndim != 4:
         shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise ValueError(f"mask must be a tensor (B or 1, 1 or C, H, W), got {shape}")
+        raise InputError(f"mask must be a tensor (B or 1, 1 or C, H, W), got {shape}")
     try:
         torch.broadcast_shapes(mask.shape, image.shape)
     except RuntimeError:
-        raise ValueError(
+        raise InputError(
             f"mask of shape {tuple(mask.shape)} does not fit images of shape {tuple(image.shape)}; "
             "accepted: (B or 1, 1 or C, H, W) with the images' H and W"
         ) from None
     mask = mask.to(device=image.device, dtype=image.dtype)
     if not bool(((mask >= 0) & (mask <= 1)).all()):
-        raise ValueError("mask values must lie in [0, 1] (1 = keep the known pixel, 0 = fill it)")
+        raise InputError("mask values must lie in [0, 1] (1 = keep the known pixel, 0 = fill it)")
     return mask
 
 

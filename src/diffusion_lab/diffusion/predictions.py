@@ -20,13 +20,14 @@ import torch
 from torch import nn
 
 from diffusion_lab.diffusion.noise_levels import alpha_bars_at
+from diffusion_lab.utils.checks import InputError
 
 PREDICTIONS = ("eps", "v", "x0")
 
 
 def check_prediction(prediction: str) -> str:
     if prediction not in PREDICTIONS:
-        raise ValueError(f"unknown prediction {prediction!r}; accepted: {', '.join(PREDICTIONS)}")
+        raise InputError(f"unknown prediction {prediction!r}; accepted: {', '.join(PREDICTIONS)}")
     return prediction
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from diffusion_lab.utils.checks import require_int
+from diffusion_lab.utils.checks import InputError, require_int
 
 SCHEDULE_NAMES = ("linear", "cosine", "quadratic", "sigmoid")
 
@@ -154,7 +154,7 @@ def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     ``betas``: beta_1..beta_T, shape (T,), T >= 2; returns the same shape, float64.
     """
     if betas.numel() < 2:
-        raise ValueError("zero terminal SNR needs T >= 2 timesteps (alpha_bar_1 is kept)")
+        raise InputError("zero terminal SNR needs T >= 2 timesteps (alpha_bar_1 is kept)")
     root = torch.cumprod(1.0 - betas, dim=0).sqrt()
     first, last = root[0].clone(), root[-1].clone()
     root = (root - last) * first / (first - last)
@@ -181,10 +181,10 @@ def make_schedule(
     x0-predicting net (eps cannot give x0 at SNR 0).
     """
     if name not in _BETA_BUILDERS:
-        raise ValueError(f"unknown schedule {name!r}; accepted: {', '.join(SCHEDULE_NAMES)}")
+        raise InputError(f"unknown schedule {name!r}; accepted: {', '.join(SCHEDULE_NAMES)}")
     require_int("timesteps T", timesteps, minimum=1)
     if not 0 < beta_start <= beta_end < 1:
-        raise ValueError(
+        raise InputError(
             f"need 0 < beta_start <= beta_end < 1, got beta_start={beta_start}, beta_end={beta_end}"
         )
     betas = _BETA_BUILDERS[name](int(timesteps), float(beta_start), float(beta_end))

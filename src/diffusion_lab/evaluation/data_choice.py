@@ -14,6 +14,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from diffusion_lab.utils.checks import InputError
+
 
 @dataclass
 class DataChoice:
@@ -73,7 +75,7 @@ def choose_data(
         origin = f"a data config given here (the trained one: {origin})"
         return DataChoice(given, origin, trained=False, changes=changes)
     if trained is None:
-        raise ValueError(
+        raise InputError(
             f"the data the checkpoint {str(checkpoint)!r} was trained with is {origin}; "
             "pass it, e.g. data=digits or data=sprites data.seed=<the training seed>"
         )

@@ -17,7 +17,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from diffusion_lab.evaluation.classifier import ImageClassifier, predict
-from diffusion_lab.utils.checks import require_int
+from diffusion_lab.utils.checks import InputError, require_int
 
 KID_SUBSETS = 100  # torchmetrics' default number of random subsets KID averages over
 FEATURE_BATCH = 512
@@ -103,7 +103,7 @@ def check_kid_subset_size(subset_size: int, num_real: int, num_fake: int) -> Non
     """KID draws subsets of ``subset_size`` images from each side: it needs 2 <= it <= both sizes."""
     require_int("kid_subset_size", subset_size, minimum=2)
     if subset_size > min(num_real, num_fake):
-        raise ValueError(
+        raise InputError(
             f"kid_subset_size={subset_size} is larger than the sets it samples from: "
             f"{num_real} real images and {num_fake} generated images; "
             f"use a kid_subset_size <= {min(num_real, num_fake)} or more images"

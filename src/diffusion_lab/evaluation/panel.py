@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from diffusion_lab.utils.checks import is_int
+from diffusion_lab.utils.checks import InputError, is_int
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def _is_option(key: str) -> bool:
 def expand_entry(family: str, config: Mapping[str, Any]) -> list[PanelEntry]:
     """The entries of one panel config: one per combination of its list-valued options."""
     if not isinstance(config, Mapping) or "_target_" not in config:
-        raise ValueError(
+        raise InputError(
             f"panel entry {family!r} must be a sampler config with a _target_ (as in "
             f"conf/sampler/*.yaml), got {config!r}"
         )
@@ -55,7 +55,7 @@ def expand_entry(family: str, config: Mapping[str, Any]) -> list[PanelEntry]:
     ]
     for key, values in zip(options, axes):
         if not values:
-            raise ValueError(f"panel entry {family!r}: option {key} is an empty list")
+            raise InputError(f"panel entry {family!r}: option {key} is an empty list")
     entries = []
     for combination in itertools.product(*axes):
         chosen = dict(zip(options, combination))
@@ -72,7 +72,7 @@ def expand_panel(panel: Mapping[str, Mapping[str, Any] | None]) -> list[PanelEnt
         for entry in expand_entry(family, config)
     ]
     if not entries:
-        raise ValueError(
+        raise InputError(
             f"no sampler to study: the panel {dict(panel)} is empty; give a sampler (e.g. "
             "sampler=ddim) or panel entries"
         )
@@ -91,7 +91,7 @@ def drop_steps_above(
         too_many = is_int(steps) and steps > timesteps
         (dropped if too_many else kept).append(entry)
     if not kept:
-        raise ValueError(
+        raise InputError(
             f"no sampler to study: every one asks for more steps than the checkpoint's "
             f"T={timesteps} ({'; '.join(entry.label for entry in dropped)}); give steps <= "
             f"{timesteps}"

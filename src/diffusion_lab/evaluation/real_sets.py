@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from diffusion_lab.evaluation.classifier import uint8_to_unit_range
+from diffusion_lab.utils.checks import InputError
 
 LabelledImages = tuple[torch.Tensor, torch.Tensor]  # (uint8 images (N, C, H, W), classes (N,))
 
@@ -40,7 +41,7 @@ def check_data_matches(
     )
     if tuple(data_shape) != tuple(model_shape) or names_differ:
         shown = model_names or f"{model_num_classes} unnamed classes"
-        raise ValueError(
+        raise InputError(
             f"the data ({data_name}) gives images {tuple(data_shape)} of the classes "
             f"{data_names}, but the checkpoint {checkpoint!r} was trained on images "
             f"{tuple(model_shape)} of the classes {shown}; pass the data options the "
@@ -51,7 +52,7 @@ def check_data_matches(
 def check_val_split(val: LabelledImages) -> None:
     """The judge is checked on held-out real images: an empty val split is refused."""
     if len(val[0]) == 0:
-        raise ValueError(
+        raise InputError(
             "the judge needs held-out real images, but data.val_fraction=0 leaves no val split; "
             "use a data.val_fraction > 0"
         )

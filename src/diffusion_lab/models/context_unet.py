@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from diffusion_lab.models.checks import check_net_inputs
+from diffusion_lab.utils.checks import InputError
 
 NORMS = ("batch", "group")
 GROUPS = 8
@@ -112,13 +113,13 @@ class ContextUnet(nn.Module):
     ) -> None:
         super().__init__()
         if height < 4 or height % 4:
-            raise ValueError(f"height must be a positive multiple of 4 (e.g. 16, 32), got {height}")
+            raise InputError(f"height must be a positive multiple of 4 (e.g. 16, 32), got {height}")
         if n_feat < GROUPS or n_feat % GROUPS:
-            raise ValueError(f"n_feat must be a positive multiple of {GROUPS}, got {n_feat}")
+            raise InputError(f"n_feat must be a positive multiple of {GROUPS}, got {n_feat}")
         if norm not in NORMS:
-            raise ValueError(f"unknown norm {norm!r}; accepted: {', '.join(NORMS)}")
+            raise InputError(f"unknown norm {norm!r}; accepted: {', '.join(NORMS)}")
         if in_channels < 1 or n_cfeat < 1:
-            raise ValueError(
+            raise InputError(
                 f"need in_channels >= 1 and n_cfeat >= 1, got {in_channels}, {n_cfeat}"
             )
         self.in_channels, self.n_feat, self.n_cfeat, self.height = (

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from diffusion_lab.utils.checks import InputError
+
 
 def warmup_ema_decay(decay: float, num_updates: torch.Tensor) -> torch.Tensor:
     """min(decay, (1 + n) / (10 + n)): early averages forget the random initialisation quickly."""
@@ -39,7 +41,7 @@ class EMA(AveragedModel):
 
     def __init__(self, net: nn.Module, decay: float = 0.995) -> None:
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"ema decay must be in [0, 1), got {decay}")
+            raise InputError(f"ema decay must be in [0, 1), got {decay}")
         # AveragedModel deep-copies net; a partial (not a closure) keeps it picklable for ddp_spawn
         super().__init__(net, multi_avg_fn=partial(_ema_update, decay=decay), use_buffers=True)
         self.decay = decay

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffusion_lab.models.checks import check_net_inputs
+from diffusion_lab.utils.checks import InputError
 
 NORM_GROUPS = 32  # GroupNorm(32) as in DDPM; fewer where a width is not a multiple of 32
 
@@ -177,7 +178,7 @@ class UNet(nn.Module):
         resolutions = [height // 2**level for level in range(len(channel_mults))]
         unreached = sorted(set(attention_resolutions) - set(resolutions))
         if unreached:
-            raise ValueError(
+            raise InputError(
                 f"attention_resolutions {unreached} are not reached; at height {height} with "
                 f"{len(channel_mults)} levels the resolutions are {resolutions}"
             )
@@ -234,22 +235,22 @@ class UNet(nn.Module):
         in_channels, n_cfeat, height, n_feat, channel_mults, num_res_blocks, dropout
     ) -> None:
         if in_channels < 1 or n_cfeat < 1 or n_feat < 1 or num_res_blocks < 1:
-            raise ValueError(
+            raise InputError(
                 "need in_channels, n_cfeat, n_feat and num_res_blocks >= 1, got "
                 f"{in_channels}, {n_cfeat}, {n_feat}, {num_res_blocks}"
             )
         if not channel_mults or any(m < 1 for m in channel_mults):
-            raise ValueError(f"channel_mults must be positive integers, got {channel_mults}")
+            raise InputError(f"channel_mults must be positive integers, got {channel_mults}")
         factor = 2 ** (len(channel_mults) - 1)
         if height < factor or height % factor:
-            raise ValueError(
+            raise InputError(
                 f"height {height} is not divisible by 2^(levels - 1) = {factor}: "
                 f"{len(channel_mults)} levels (channel_mults={channel_mults}) halve the image "
                 f"{len(channel_mults) - 1} times; use a height that is a multiple of {factor} "
                 "or fewer channel_mults"
             )
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            raise InputError(f"dropout must be in [0, 1), got {dropout}")
 
     def embed(self, t: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """The conditioning vector (B, 4F): time MLP of sinusoid(t * time_scale) + W context."""

@@ -31,6 +31,7 @@ from diffusion_lab.runs.layout import (
     newest_checkpoint,
 )
 from diffusion_lab.runs.pretrained import is_export, load_pretrained
+from diffusion_lab.utils.checks import InputError, MissingInputError
 from diffusion_lab.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -62,12 +63,12 @@ def resolve_checkpoint(
         try:
             checkpoint = newest_checkpoint(runs_dir, kind=str(path))
         except FileNotFoundError as error:
-            raise FileNotFoundError(f"ckpt_path={path}: {error}") from None
+            raise MissingInputError(f"ckpt_path={path}: {error}") from None
         log.info("ckpt_path=%s: picked %s (the newest run's)", path, checkpoint)
         return checkpoint
     path = Path(path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"ckpt_path {str(path)!r} does not exist; accepted: a .ckpt file, a training run "
             "folder, an export folder, last or best (the newest run's)"
         )
@@ -76,7 +77,7 @@ def resolve_checkpoint(
     checkpoint = _in_run_folder(path, prefer)
     if checkpoint is None:
         folder = path / CHECKPOINTS_DIR
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"no checkpoint in the run folder {str(path)!r}: looked for one {folder}/{BEST_PATTERN} "
             f"(found {len(list(folder.glob(BEST_PATTERN)))}) and for {folder / LAST_FILE}"
         )
@@ -92,12 +93,12 @@ def check_checkpoint(path: Path) -> None:
         checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
+        raise InputError(
             f"{str(path)!r} is not a diffusion-lab checkpoint: torch.load failed ({reason}); the "
             "file is cut short or not a checkpoint; give a .ckpt written by diffusion-train"
         ) from None
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
-        raise ValueError(
+        raise InputError(
             f"{str(path)!r} is not a diffusion-lab checkpoint: it has no {CHECKPOINT_KEY!r} entry "
             "(write one with diffusion-train)"
         )
@@ -112,10 +113,10 @@ def resolve_device(name: str) -> torch.device:
     except (RuntimeError, TypeError):
         device = None
     if device is None or device.type not in DEVICE_TYPES:
-        raise ValueError(f"unknown device {name!r}; accepted: auto, cpu, cuda, cuda:N")
+        raise InputError(f"unknown device {name!r}; accepted: auto, cpu, cuda, cuda:N")
     visible = torch.cuda.device_count()
     if device.type == "cuda" and (device.index or 0) >= visible:
-        raise ValueError(f"device {name!r} asked for, but {visible} CUDA devices are visible")
+        raise InputError(f"device {name!r} asked for, but {visible} CUDA devices are visible")
     return device
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from diffusion_lab.utils.checks import MissingInputError
+
 TRAIN_RUNS_DIR = Path("outputs/train/runs")  # conf/hydra/default.yaml's run.dir for task train
 HYDRA_DIR = ".hydra"
 RUN_OVERRIDES = Path(HYDRA_DIR) / "overrides.yaml"
@@ -55,7 +57,7 @@ def newest_checkpoint(runs_dir: Path = TRAIN_RUNS_DIR, kind: str = "last") -> Pa
     pattern = LAST_FILE if kind == "last" else BEST_PATTERN
     newest = _newest(runs_dir, f"*/{CHECKPOINTS_DIR}/{pattern}")
     if newest is None:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"no run under {str(Path(runs_dir).resolve())!r} has a {CHECKPOINTS_DIR}/{pattern}; "
             "train one first (`diffusion-train`: the digits, on the CPU), or give a .ckpt file "
             "or a run folder"
@@ -68,7 +70,7 @@ def newest_sweep(root: Path, task: str = "train") -> Path:
     sweeps = root / "outputs" / task / "multiruns"
     newest = _newest(sweeps, "*/multirun.yaml")
     if newest is None:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"no sweep matches {sweeps}/*/multirun.yaml. Run one first: `cd {root} && "
             "diffusion-train -m scheduler=linear,cosine logger=csv trainer.max_epochs=5`, or point "
             "DIFFUSION_LAB_SWEEP at a multirun folder."
@@ -83,5 +85,5 @@ def sweep_jobs(sweep: Path) -> list[Path]:
         key=lambda job: (not job.name.isdigit(), int(job.name) if job.name.isdigit() else job.name),
     )
     if not jobs:
-        raise FileNotFoundError(f"{sweep} holds no job folders (<job>/.hydra/overrides.yaml)")
+        raise MissingInputError(f"{sweep} holds no job folders (<job>/.hydra/overrides.yaml)")
     return jobs

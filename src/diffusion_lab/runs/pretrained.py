@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import load_file
 
 from diffusion_lab.lit_module import DiffusionModule
+from diffusion_lab.utils.checks import InputError, MissingInputError
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -47,14 +48,14 @@ def read_config(folder: Path) -> dict[str, Any]:
     try:
         config = json.loads((folder / CONFIG_FILE).read_text())
     except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{str(folder / CONFIG_FILE)!r} is not readable JSON ({error})") from None
+        raise InputError(f"{str(folder / CONFIG_FILE)!r} is not readable JSON ({error})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ValueError(
+        raise InputError(
             f"{str(folder)!r} is not a diffusion-lab export: its config.json has no "
             f"format={FORMAT!r} (write one with diffusion-export)"
         )
     if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
+        raise InputError(
             f"{str(folder)!r} has export format_version {config.get('format_version')!r}; "
             f"this diffusion-lab reads version {FORMAT_VERSION}"
         )
@@ -67,7 +68,7 @@ def load_pretrained(folder: str | Path, device: str | torch.device = "cpu") -> D
     weights, so ``use_ema`` makes no difference; it has no optimizer state (not for resuming)."""
     folder = Path(folder).expanduser()
     if not is_export(folder):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{str(folder)!r} is no export folder: it needs {CONFIG_FILE} and {WEIGHTS_FILE} "
             "(write one with diffusion-export ckpt_path=<run> out=<folder>)"
         )

@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from diffusion_lab.runs.layout import RESULT_FILE
+from diffusion_lab.utils.checks import InputError
 from diffusion_lab.utils.io import write_json
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def optimized_value(metrics: Mapping[str, float], name: str) -> float:
     """The final value of the metric a sweep optimises, e.g. ``val/loss`` or ``quality/ddim/fid``."""
     if name not in metrics:
         available = ", ".join(sorted(metrics)) or "none (did validation run?)"
-        raise ValueError(
+        raise InputError(
             f"optimized_metric={name!r} was not logged by this run; metrics logged: {available}. "
             "Set optimized_metric to one of them (or turn on the callback that logs it)."
         )
@@ -42,7 +43,7 @@ def optimized_value(metrics: Mapping[str, float], name: str) -> float:
 
 def check_direction(direction: str) -> str:
     if direction not in DIRECTIONS:
-        raise ValueError(
+        raise InputError(
             f"optimized_metric_direction={direction!r} is not one of {', '.join(DIRECTIONS)}"
         )
     return direction

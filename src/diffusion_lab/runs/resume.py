@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from diffusion_lab import CONFIG_DIR
 from diffusion_lab.runs.checkpoints import check_checkpoint, resolve_checkpoint
 from diffusion_lab.runs.layout import CHECKPOINTS_DIR, LAST_FILE, RUN_OVERRIDES
+from diffusion_lab.utils.checks import InputError, MissingInputError
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,13 @@ def resumed_config(cfg: DictConfig) -> DictConfig:
         not (folder / RUN_OVERRIDES).is_file()
         or not (folder / CHECKPOINTS_DIR / LAST_FILE).is_file()
     ):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"resume={cfg.resume}: no run folder with {RUN_OVERRIDES} and checkpoints/{LAST_FILE} "
             f"there (looked in {str(folder)!r}); accepted: a diffusion-train run folder "
             "(outputs/train/runs/<datetime>, a multirun job folder) or last (the newest run's)"
         )
     if cfg.get("ckpt_path") is not None:
-        raise ValueError(
+        raise InputError(
             f"resume={cfg.resume} and ckpt_path={cfg.ckpt_path} exclude each other: resume "
             "continues a run in its folder from its last.ckpt; ckpt_path starts a new run folder"
         )

@@ -17,6 +17,8 @@ from omegaconf import OmegaConf
 from diffusion_lab.runs.layout import SUMMARY_FILES
 from diffusion_lab.sweeps.rows import check_sweep_dir
 from diffusion_lab.sweeps.summary import write_summary
+from diffusion_lab.utils.checks import InputError
+from diffusion_lab.utils.cli import command_error_line
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -39,8 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         sweep = check_sweep_dir(args.sweep_dir)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"diffusion-summary: {error}", file=sys.stderr)
+    except InputError as error:
+        print(command_error_line("diffusion-summary", error), file=sys.stderr)
         return 2
     rows = write_summary(sweep)
     print((sweep / "summary.md").read_text())

@@ -7,13 +7,13 @@ diffusion_lab/resolvers.py.)
 
 from __future__ import annotations
 
-from diffusion_lab.utils.checks import is_int
+from diffusion_lab.utils.checks import InputError, is_int
 
 
 def tasks_per_node(devices: object) -> int:
     """One SLURM task per device; ``trainer.devices`` must say how many (not auto, not a list)."""
     if not is_int(devices) or devices < 1:
-        raise ValueError(
+        raise InputError(
             f"hydra/launcher=slurm starts one task per device and needs trainer.devices as a "
             f"positive number of devices per node, got {devices!r}; e.g. trainer=ddp "
             "trainer.devices=4 (and trainer.num_nodes=2 for two nodes)"

@@ -27,6 +27,7 @@ from diffusion_lab.runs.layout import (
     SAMPLES_DIR,
     sweep_jobs,
 )
+from diffusion_lab.utils.checks import InputError, MissingInputError
 from diffusion_lab.utils.io import read_json
 
 STATUSES = ("ok", "failed", "interrupted", "killed", "running")
@@ -54,19 +55,19 @@ def check_sweep_dir(sweep_dir: str | Path) -> Path:
     """``sweep_dir`` as a Path if it is a multirun folder (job folders with .hydra/overrides.yaml)."""
     sweep = Path(sweep_dir)
     if not sweep.is_dir():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{sweep} is not a folder; pass a multirun folder, e.g. "
             "outputs/train/multiruns/<datetime>"
         )
     if (sweep / RUN_OVERRIDES).is_file():
-        raise ValueError(
+        raise InputError(
             f"{sweep} is a single run's folder, not a sweep: pass the multirun folder above its "
             "jobs (outputs/train/multiruns/<datetime>, written by diffusion-train -m)"
         )
     try:
         sweep_jobs(sweep)
     except FileNotFoundError as error:
-        raise ValueError(f"{sweep} is not a sweep folder: {error}") from None
+        raise InputError(f"{sweep} is not a sweep folder: {error}") from None
     return sweep
 
 

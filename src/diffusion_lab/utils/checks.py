@@ -1,10 +1,10 @@
 """Checks for values that enter from outside (a config, a file, an argument).
 
 Each ``require_*`` returns the value, normalised (an int, a float, a bool, a str), or raises
-``ValueError`` with one line that names the value and what is accepted:
+:class:`InputError` with one line that names the value and what is accepted:
 
     require_int("data.batch_size", 0, minimum=1)
-    ValueError: data.batch_size must be an integer >= 1, got 0
+    InputError: data.batch_size must be an integer >= 1, got 0
 
 ``bool`` is refused wherever a number is asked for (``True`` is an ``int`` to Python, never to a user).
 """
@@ -13,6 +13,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+
+
+class InputError(ValueError):
+    """Bad input (a config value, a file, an argument), refused where it enters, with one line
+    that names the value and what is accepted. The entry points print that line alone,
+    ``diffusion-<cmd>: error: <line>``, and exit with status 2 (:mod:`diffusion_lab.utils.cli`).
+
+    A type of the project's own rather than "every ValueError": a ValueError raised by torch,
+    numpy or a bug of ours is not the user's input and keeps its traceback. It subclasses
+    ValueError so that code (and tests) catching ValueError for a bad value still does."""
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """A file or folder named by the input is not there (also a FileNotFoundError)."""
 
 
 def _bounds(minimum: float | None, maximum: float | None, above: bool = False) -> str:
@@ -39,7 +53,7 @@ def require_int(
     high_ok = maximum is None or (is_int(value) and value <= maximum)
     if not is_int(value) or not low_ok or not high_ok:
         bounds = _bounds(minimum, maximum)
-        raise ValueError(
+        raise InputError(
             f"{name} must be an integer{' ' + bounds if bounds else ''}, got {value!r}"
         )
     return int(value)
@@ -60,7 +74,7 @@ def require_number(
         ok = value <= maximum
     if not ok:
         bounds = _bounds(minimum, maximum, above)
-        raise ValueError(
+        raise InputError(
             f"{name} must be a finite number{' ' + bounds if bounds else ''}, got {value!r}"
         )
     return float(value)
@@ -69,12 +83,12 @@ def require_number(
 def require_bool(name: str, value: object) -> bool:
     """``value`` if it is true or false."""
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
+        raise InputError(f"{name} must be true or false, got {value!r}")
     return value
 
 
 def require_choice(name: str, value: object, choices: Sequence[str]) -> str:
     """``value`` if it is one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        raise InputError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
     return str(value)

@@ -34,7 +34,7 @@ import torch
 
 from diffusion_lab.diffusion.noise_levels import NoiseLevels
 from diffusion_lab.diffusion.schedules import NoiseSchedule
-from diffusion_lab.utils.checks import require_int, require_number
+from diffusion_lab.utils.checks import InputError, require_int, require_number
 
 Model = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 # called after every step with (step index from 1, steps in all, t_prev, x_{t_prev}); for progress
@@ -257,7 +257,7 @@ class Sampler(ABC):
                 f"got shape {tuple(context.shape)}"
             )
         if not guidance_scale >= 0:
-            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+            raise InputError(f"guidance_scale must be >= 0, got {guidance_scale}")
 
     def iter_steps(
         self,

@@ -6,6 +6,7 @@ import math
 
 from diffusion_lab.diffusion.samplers.base import Sampler, check_steps, spaced_timesteps
 from diffusion_lab.diffusion.schedules import NoiseSchedule
+from diffusion_lab.utils.checks import InputError
 
 
 class DDIMSampler(Sampler):
@@ -32,7 +33,7 @@ class DDIMSampler(Sampler):
     ) -> None:
         steps = check_steps(steps, schedule.timesteps, "DDIM")
         if not 0.0 <= eta <= 1.0:
-            raise ValueError(f"DDIM eta must be in [0, 1], got {eta}")
+            raise InputError(f"DDIM eta must be in [0, 1], got {eta}")
         super().__init__(schedule, clip_denoised, eps_scale)
         self.steps = steps
         self.eta = float(eta)

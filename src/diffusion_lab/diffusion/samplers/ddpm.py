@@ -8,6 +8,7 @@ import torch
 
 from diffusion_lab.diffusion.samplers.base import Sampler
 from diffusion_lab.diffusion.schedules import NoiseSchedule
+from diffusion_lab.utils.checks import InputError
 
 # beta: the course's sigma_t^2 = beta_t; posterior: beta~_t; none: no noise added back (the
 # course's lesson-1 demonstration: samples collapse towards the average of the data)
@@ -36,7 +37,7 @@ class DDPMSampler(Sampler):
         eps_scale: float = 1.0,
     ) -> None:
         if variance not in DDPM_VARIANCES:
-            raise ValueError(
+            raise InputError(
                 f"unknown DDPM variance {variance!r}; accepted: {', '.join(DDPM_VARIANCES)}"
             )
         super().__init__(schedule, clip_denoised, eps_scale)

@@ -36,14 +36,14 @@ import torch
 from diffusion_lab.diffusion.samplers.base import Sampler, check_steps
 from diffusion_lab.diffusion.samplers.karras import sigma_grid
 from diffusion_lab.diffusion.schedules import NoiseSchedule
-from diffusion_lab.utils.checks import is_number
+from diffusion_lab.utils.checks import InputError, is_number
 
 
 def _check_number(name: str, value: float, low: float, accepted: str, inf: bool = False) -> float:
     is_real = isinstance(value, int | float) and not isinstance(value, bool)
     ok = is_real and not math.isnan(value) and value >= low and (inf or is_number(value))
     if not ok:
-        raise ValueError(f"{name} must be {accepted}, got {value!r}")
+        raise InputError(f"{name} must be {accepted}, got {value!r}")
     return float(value)
 
 
@@ -84,7 +84,7 @@ class EDMSampler(Sampler):
         self.s_tmax = _check_number("s_tmax", s_tmax, self.s_tmin, "a number >= s_tmin", inf=True)
         self.s_noise = _check_number("s_noise", s_noise, 0.0, "a finite number > 0 (1 = EDM)")
         if self.s_noise == 0:
-            raise ValueError(f"s_noise must be a finite number > 0 (1 = EDM), got {s_noise!r}")
+            raise InputError(f"s_noise must be a finite number > 0 (1 = EDM), got {s_noise!r}")
         super().__init__(schedule, clip_denoised, eps_scale)
         self.steps, self.spacing, self.rho = steps, spacing, float(rho)
         self.sigma_min, self.sigma_max = sigma_min, sigma_max

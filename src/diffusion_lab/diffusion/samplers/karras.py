@@ -22,7 +22,7 @@ import math
 
 from diffusion_lab.diffusion.noise_levels import NoiseLevels
 from diffusion_lab.diffusion.samplers.base import spaced_timesteps
-from diffusion_lab.utils.checks import require_choice, require_number
+from diffusion_lab.utils.checks import InputError, require_choice, require_number
 
 SPACINGS = ("karras", "uniform")
 
@@ -56,7 +56,7 @@ def check_grid_options(
     _check_positive("sigma_min", sigma_min)
     _check_positive("sigma_max", sigma_max)
     if spacing == "uniform" and (sigma_min is not None or sigma_max is not None):
-        raise ValueError(
+        raise InputError(
             "sigma_min and sigma_max apply to spacing='karras'; spacing='uniform' takes the "
             f"DDIM grid's levels (got sigma_min={sigma_min!r}, sigma_max={sigma_max!r})"
         )
@@ -80,13 +80,13 @@ def sigma_grid(
     high = levels.sigmas[-1] if sigma_max is None else float(sigma_max)
     for name, value in (("sigma_min", low), ("sigma_max", high)):
         if not levels.sigma_min <= value <= levels.sigmas[-1]:
-            raise ValueError(
+            raise InputError(
                 f"{name} = {value:.6g} lies outside the schedule's noise levels [sigma_1, sigma_T] "
                 f"= [{levels.sigma_min:.6g}, {levels.sigmas[-1]:.6g}]"
             )
     top = levels.sigma_max_finite if math.isinf(high) else high
     if low > top:
-        raise ValueError(f"sigma_min = {low:.6g} must not exceed sigma_max = {top:.6g}")
+        raise InputError(f"sigma_min = {low:.6g} must not exceed sigma_max = {top:.6g}")
     if math.isinf(high):  # zero terminal SNR: start on the pure noise at t = T
         sigmas = [math.inf]
         if steps > 1:
