@@ -158,8 +158,9 @@ def test_bad_input_fails_before_any_output(tiny_run, tmp_path, override, error, 
 def test_the_command_fails_with_the_message_and_no_files(tiny_run, tmp_path):
     run_dir = tmp_path / "run"
     result = run_edit_command(run_dir, f"ckpt_path={tiny_run}", "image=3", "strength=0")
-    assert result.returncode != 0
-    assert (
-        "strength must be in (0, 1] (the share of the T timesteps to redo), got 0" in result.stderr
-    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "diffusion-edit: error: strength must be in (0, 1] (the share of the T timesteps to "
+        "redo), got 0"
+    ]
     assert_no_output(run_dir)
