@@ -125,7 +125,7 @@ def grey(size: int) -> np.ndarray:
     [
         ("strength=0", ValueError, r"strength must be in \(0, 1\] .* got 0"),
         ("strength=1.5", ValueError, r"strength must be in \(0, 1\] .* got 1\.5"),
-        ("strength=abc", ValueError, r"strength must be a finite number, got 'abc'"),
+        ("strength=abc", ValueError, r"strength must be in \(0, 1\] .*got 'abc'"),
         ("image=1797", ValueError, r"image index 1797 is out of range; .* 1797 images: 0\.\.1796"),
         ("image=<missing>", FileNotFoundError, r"image '.*missing\.png' does not exist"),
         ("image=<big>", ValueError, r"image '.*big\.png' is 32x32 with 1 channel\(s\); this model "),

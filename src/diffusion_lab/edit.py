@@ -38,7 +38,7 @@ from diffusion_lab.image_edits import (
 from diffusion_lab.lit_module import DiffusionModule
 from diffusion_lab.runs.checkpoints import load_module, resolve_checkpoint, resolve_device
 from diffusion_lab.sample import contexts_from_config
-from diffusion_lab.utils.checks import InputError, require_int, require_number
+from diffusion_lab.utils.checks import InputError, is_number, require_int, require_number
 from diffusion_lab.utils.cli import input_errors_end_the_command
 from diffusion_lab.utils.images import save_image, to_uint8
 from diffusion_lab.utils.io import atomic_write
@@ -53,8 +53,8 @@ def check_options(cfg: DictConfig) -> None:
     """n and scale >= 1, 0 < strength <= 1, guidance_scale >= 0, an int seed, RePaint's jumps."""
     for name in ("n", "scale"):
         require_int(name, cfg[name], minimum=1)
-    strength = require_number("strength", cfg.strength)
-    if not 0 < strength <= 1:
+    strength = cfg.strength
+    if not (is_number(strength) and 0 < strength <= 1):
         raise InputError(
             f"strength must be in (0, 1] (the share of the T timesteps to redo), got {strength!r}"
         )

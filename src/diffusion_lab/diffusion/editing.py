@@ -38,13 +38,12 @@ import math
 import torch
 
 from diffusion_lab.diffusion.samplers.base import Model, Sampler, StepCallback
-from diffusion_lab.utils.checks import InputError, require_int, require_number
+from diffusion_lab.utils.checks import InputError, is_number, require_int
 
 
 def start_timestep(strength: float, total: int) -> int:
     """t0 = round(strength T), at least 1, for a strength in (0, 1]."""
-    require_number("strength", strength)
-    if not 0.0 < strength <= 1.0:
+    if not (is_number(strength) and 0.0 < strength <= 1.0):
         raise InputError(
             f"strength must be in (0, 1] (the share of the T={total} timesteps to redo), "
             f"got {strength!r}"
