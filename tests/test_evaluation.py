@@ -333,7 +333,7 @@ def compose_evaluate(*overrides: str):
         (["+data.image_size=32"], r"data.image_size=32 but the digits source gives 16x16"),
         (
             ["+data.image_size=32", "+data.source.image_size=32"],
-            r"images \(1, 32, 32\) .* trained on images \(1, 16, 16\)",
+            r"images \(1, 32, 32\) .* takes images \(1, 16, 16\)",
         ),
         (["data=sprites"], r"classes \['hero', .* of the classes \['0', '1'"),
         (["n_per_class=4", "kid_subset_size=50"], r"kid_subset_size=50 .* 40 generated"),

@@ -38,23 +38,19 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab import CONFIG_DIR
+from diffusion_lab.data.fits import check_data_fits
 from diffusion_lab.diffusion import Sampler
 from diffusion_lab.evaluation.data_choice import DataChoice, choose_data
-from diffusion_lab.evaluation.judge_cache import Judge, JudgeOptions, get_judge
+from diffusion_lab.evaluation.judge_cache import Judge, JudgeOptions
 from diffusion_lab.evaluation.metrics import (
     FEATURES,
     KID_SUBSETS,
-    check_kid_subset_size,
     feature_extractor,
 )
 from diffusion_lab.evaluation.panel import PanelEntry, drop_steps_above, expand_panel
 from diffusion_lab.evaluation.real_sets import (
     LabelledImages,
     RealSets,
-    check_data_matches,
-    check_val_split,
-    choose_real_sets,
-    labelled_images,
 )
 from diffusion_lab.evaluation.report import (
     PLOT_FILE,
@@ -63,6 +59,7 @@ from diffusion_lab.evaluation.report import (
     write_plot,
     write_results,
 )
+from diffusion_lab.evaluation.setup import StudySets, study_judge, study_sets
 from diffusion_lab.evaluation.study import real_row, run_study
 from diffusion_lab.lit_module import DiffusionModule
 from diffusion_lab.runs.checkpoints import load_module, resolve_checkpoint, resolve_device
@@ -131,9 +128,8 @@ def build_samplers(
 class Inputs:
     """Everything the run needs, checked: the module of ``checkpoint`` on ``device``, the samplers
     (``skipped``: the note on steps above T, or ""), the ``data`` config used (and what was
-    overridden of the trained one), the labelled uint8 ``train`` and ``val``
-    splits and their class names, the ``real`` sets and the number of images each sampler
-    generates."""
+    overridden of the trained one) and the study's ``sets`` (labelled splits, real sets; shared
+    with the quality panel: evaluation/setup.py)."""
 
     checkpoint: Path
     device: torch.device
@@ -141,11 +137,27 @@ class Inputs:
     samplers: list[tuple[PanelEntry, Sampler]]
     skipped: str
     data: DataChoice
-    train: LabelledImages
-    val: LabelledImages
-    class_names: list[str]
-    real: RealSets
-    num_generated: int
+    sets: StudySets
+
+    @property
+    def train(self) -> LabelledImages:
+        return self.sets.train
+
+    @property
+    def val(self) -> LabelledImages:
+        return self.sets.val
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.sets.class_names
+
+    @property
+    def real(self) -> RealSets:
+        return self.sets.real
+
+    @property
+    def num_generated(self) -> int:
+        return self.sets.num_generated
 
 
 def load_inputs(cfg: DictConfig) -> Inputs:
@@ -165,44 +177,34 @@ def load_inputs(cfg: DictConfig) -> Inputs:
     log.info(data.note)
     datamodule = instantiate(data.config)
     datamodule.setup()
-    check_data_matches(
+    check_data_fits(
         (datamodule.channels, datamodule.image_size, datamodule.image_size),
         datamodule.class_names,
-        datamodule.source.name,
         module.image_shape,
-        module.class_names,
         module.num_classes,
-        str(checkpoint),
+        module.class_names,
+        model=f"the checkpoint {str(checkpoint)!r}",
+        fix=f"pass the data options the checkpoint was trained with (the data here: "
+        f"{datamodule.source.name}; e.g. data=sprites, data.image_size=...)",
     )
-    train, val = labelled_images(datamodule.train_set), labelled_images(datamodule.val_set)
-    check_val_split(val)
-    num_generated = cfg.n_per_class * module.num_classes
-    real = choose_real_sets(train, val, num_generated, cfg.seed)
-    check_kid_subset_size(cfg.kid_subset_size, len(real.reference), num_generated)
+    sets = study_sets(
+        datamodule.train_set,
+        datamodule.val_set,
+        datamodule.class_names,
+        cfg.n_per_class,
+        cfg.seed,
+        cfg.kid_subset_size,
+    )
     if skipped:
         log.warning(skipped)
-    return Inputs(
-        checkpoint=checkpoint,
-        device=device,
-        module=module,
-        samplers=samplers,
-        skipped=skipped,
-        data=data,
-        train=train,
-        val=val,
-        class_names=list(datamodule.class_names),
-        real=real,
-        num_generated=num_generated,
-    )
+    return Inputs(checkpoint, device, module, samplers, skipped, data, sets)
 
 
 def get_run_judge(cfg: DictConfig, inputs: Inputs) -> Judge:
     """The judge of this data and split: from ``cfg.classifier.cache_dir``, else trained on the
     train split with ``cfg.classifier`` and ``cfg.seed``, checked on the val split, and cached."""
-    return get_judge(
-        inputs.train,
-        inputs.val,
-        inputs.class_names,
+    return study_judge(
+        inputs.sets,
         judge_options(cfg),
         cfg.classifier.cache_dir,
         inputs.device,

@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.optim import optimizer as torch_optimizer
 
 from diffusion_lab import __version__
+from diffusion_lab.data.fits import check_data_fits
 from diffusion_lab.diffusion import NoiseSchedule, Sampler
 from diffusion_lab.diffusion.predictions import (
     EpsModel,
@@ -277,19 +278,18 @@ class DiffusionModule(L.LightningModule):
         checkpoint[CHECKPOINT_KEY] = {"version": __version__}
 
     def adopt_data(self, datamodule) -> None:
-        """Check a set-up datamodule against the net and take its class names (stored in
-        checkpoints). Raises ValueError naming both shapes when they differ."""
-        data_shape = (datamodule.channels, datamodule.image_size, datamodule.image_size)
-        if data_shape != self.image_shape or datamodule.num_classes != self.num_classes:
-            raise InputError(
-                f"the data gives images {data_shape} with {datamodule.num_classes} classes, but the "
-                f"model takes {self.image_shape} with n_cfeat={self.num_classes}; keep model.* "
-                "interpolating ${data.channels}, ${data.image_size} and ${data.num_classes}"
-            )
-        names = list(datamodule.class_names)
-        if len(names) != self.num_classes:
-            raise InputError(f"{len(names)} class names {names} for n_cfeat={self.num_classes}")
-        self.hparams.class_names = names
+        """Check a set-up datamodule against the net (:func:`~diffusion_lab.data.fits.check_data_fits`)
+        and take its class names (stored in checkpoints)."""
+        check_data_fits(
+            (datamodule.channels, datamodule.image_size, datamodule.image_size),
+            datamodule.class_names,
+            self.image_shape,
+            self.num_classes,
+            model=f"the model (n_cfeat={self.num_classes})",
+            fix="keep model.* interpolating ${data.channels}, ${data.image_size} and "
+            "${data.num_classes}",
+        )
+        self.hparams.class_names = list(datamodule.class_names)
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None

@@ -20,12 +20,13 @@ import lightning as L
 from diffusion_lab.callbacks.epochs import is_due, is_last_epoch
 from diffusion_lab.diffusion import NoiseSchedule, Sampler
 from diffusion_lab.evaluation.classifier import MIN_HEIGHT
-from diffusion_lab.evaluation.judge_cache import Judge, JudgeOptions, get_judge
+from diffusion_lab.evaluation.judge_cache import Judge, JudgeOptions
 from diffusion_lab.evaluation.metrics import feature_extractor
 from diffusion_lab.evaluation.panel import PanelEntry
-from diffusion_lab.evaluation.real_sets import RealSets, choose_real_sets, labelled_images
+from diffusion_lab.evaluation.real_sets import RealSets
+from diffusion_lab.evaluation.setup import study_judge, study_sets
 from diffusion_lab.evaluation.study import run_study
-from diffusion_lab.utils.checks import require_choice, require_int
+from diffusion_lab.utils.checks import InputError, require_choice, require_int
 from diffusion_lab.utils.progress import ProgressFactory, track, trainer_progress
 from diffusion_lab.utils.timing import timed
 
@@ -138,39 +139,31 @@ class QualityPanel(L.Callback):
         if self.judge is not None:
             return True
         datamodule = getattr(trainer, "datamodule", None)
-        val_set = getattr(datamodule, "val_set", None)
-        if val_set is None or len(val_set) == 0:
-            log.warning(
-                "callbacks.quality is off for this run: the judge needs held-out real images, "
-                "and the data has no val split (data.val_fraction=0) or no datamodule"
+        class_names = pl_module.class_names or list(getattr(datamodule, "class_names", []))
+        try:
+            sets = study_sets(
+                getattr(datamodule, "train_set", None),
+                getattr(datamodule, "val_set", None),
+                class_names,
+                self.n_per_class,
+                self.seed,
+                self.kid_subset_size,
+                lower_kid_subset=True,
             )
+        except InputError as error:  # no held-out split: the run goes on without the panel
+            log.warning("callbacks.quality is off for this run: %s", error)
             self.enabled = False
             return False
-        train, val = labelled_images(datamodule.train_set), labelled_images(val_set)
-        class_names = pl_module.class_names or list(datamodule.class_names)
-        num_generated = self.n_per_class * len(class_names)
-        self.real = choose_real_sets(train, val, num_generated, self.seed)
-        largest = min(len(self.real.reference), num_generated)
-        if self.kid_subset_size > largest:
-            log.warning(
-                "callbacks.quality.kid_subset_size=%d is larger than the %d real and %d generated "
-                "images; using %d",
-                self.kid_subset_size,
-                len(self.real.reference),
-                num_generated,
-                largest,
-            )
-            self.kid_subset_size = largest
-        self.judge = get_judge(
-            train,
-            val,
-            class_names,
+        self.real, self.kid_subset_size = sets.real, sets.kid_subset_size
+        self.judge = study_judge(
+            sets,
             self.judge_options,
             self.cache_dir,
             pl_module.device,
             metadata={"data": pl_module.hparams.get("data")},
             progress=trainer_progress(trainer),
         )
+        val = sets.val
         log.info(
             "quality judge: val accuracy %.3f on %d real images (%s)",
             self.judge.accuracy,

@@ -1,12 +1,10 @@
-"""The real images a study compares against: a reference set, a disjoint "floor" set, and the
-check that the data is what the checkpoint was trained on.
+"""The real images a study compares against: a reference set and a disjoint "floor" set.
 
 Pure torch on uint8 splits (N, C, H, W) with class indices (N,); no Lightning or Hydra.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,32 +19,6 @@ def labelled_images(dataset: torch.utils.data.TensorDataset) -> LabelledImages:
     """(uint8 images (N, C, H, W), class indices (N,)) of a split of (image, one-hot context)."""
     images, contexts = dataset.tensors
     return images, contexts.argmax(dim=1)
-
-
-def check_data_matches(
-    data_shape: Sequence[int],
-    data_class_names: Sequence[str],
-    data_name: str,
-    model_shape: Sequence[int],
-    model_class_names: Sequence[str],
-    model_num_classes: int,
-    checkpoint: str,
-) -> None:
-    """The data must be what the checkpoint was trained on: the same (C, H, W) and class names
-    (or, for a model without stored names, as many classes)."""
-    data_names = list(data_class_names)
-    model_names = list(model_class_names)
-    names_differ = (
-        data_names != model_names if model_names else len(data_names) != model_num_classes
-    )
-    if tuple(data_shape) != tuple(model_shape) or names_differ:
-        shown = model_names or f"{model_num_classes} unnamed classes"
-        raise InputError(
-            f"the data ({data_name}) gives images {tuple(data_shape)} of the classes "
-            f"{data_names}, but the checkpoint {checkpoint!r} was trained on images "
-            f"{tuple(model_shape)} of the classes {shown}; pass the data options the "
-            "checkpoint was trained with (e.g. data=sprites, data.image_size=...)"
-        )
 
 
 def check_val_split(val: LabelledImages) -> None:
