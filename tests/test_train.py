@@ -12,7 +12,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import open_dict
 
 from diffusion_lab import CONFIG_DIR
@@ -92,12 +94,31 @@ def test_every_config_option_composes(tmp_path, monkeypatch, override):
         trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
         assert trainer.max_epochs == cfg.trainer.max_epochs
     if override in ("trainer=gpu", "trainer=ddp"):
-        assert cfg.trainer.accelerator == "gpu"  # instantiating it needs a GPU
+        check_gpu_trainer(cfg, override)
     if override.startswith("logger="):
         loggers = build_loggers(cfg)
         assert len(loggers) == (0 if override == "logger=none" else 1)
         callbacks = build_callbacks(cfg, have_logger=bool(loggers))
         assert any(type(c).__name__ == "SampleGrids" for c in callbacks)
+
+
+def check_gpu_trainer(cfg, override: str) -> None:
+    """The GPU presets as Lightning parses them: on a machine without CUDA, Lightning itself
+    refuses the accelerator (so the config asks for a GPU through Lightning, not just by name);
+    with CUDA, the trainer gets CUDA devices (and DDP for trainer=ddp). Hydra wraps Lightning's
+    refusal in an InstantiationException; its cause is Lightning's own."""
+    if not torch.cuda.is_available():
+        with pytest.raises(InstantiationException) as raised:
+            instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+        assert isinstance(raised.value.__cause__, MisconfigurationException)
+        assert "No supported gpu backend found" in str(raised.value.__cause__)
+        return
+    with open_dict(cfg):
+        cfg.trainer.devices = 1
+    trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+    assert type(trainer.accelerator).__name__ == "CUDAAccelerator"
+    if override == "trainer=ddp":
+        assert type(trainer.strategy).__name__ == "DDPStrategy"
 
 
 def test_sprites_course_experiment_is_the_course_recipe(tmp_path):
