@@ -1,7 +1,7 @@
 """Sweeps: what one run leaves behind (result.json), the multirun summary (summary.csv, .md, .png)
 and the Hydra callback that rebuilds it as jobs end."""
 
-from diffusion_lab.sweeps import slurm  # noqa: F401  (registers the launcher's resolvers)
+from diffusion_lab.sweeps import parallel, slurm  # noqa: F401  (register the launchers' resolvers)
 from diffusion_lab.sweeps.results import (
     INTERRUPTED_FILE,
     RESULT_FILE,
