@@ -53,13 +53,15 @@ def test_impossible_assignments_are_refused_by_name(args, message):
         assign_devices(*args)
 
 
-def sweep_command(sweep: Path, *overrides: str) -> list[str]:
+def sweep_command(sweep: Path, *overrides: str, quality: bool = False) -> list[str]:
     command = [sys.executable, "-m", "diffusion_lab.train", "-m", f"hydra.sweep.dir={sweep}"]
-    return command + [
+    cheap = [override for override in CHEAP if quality is False or "quality" not in override]
+    return [
+        *command,
         *TINY,
         "hydra/launcher=parallel",
         "hydra.launcher.n_jobs=2",
-        *CHEAP,
+        *cheap,
         *overrides,
     ]
 
@@ -75,7 +77,9 @@ def rows(sweep: Path) -> list[dict]:
 def test_two_jobs_run_at_once_with_half_the_cores_each_and_a_failed_one_is_recorded(tmp_path):
     sweep = tmp_path / "sweep"
     # job 1 fails after its training: the metric it should rank by was never logged
-    command = sweep_command(sweep, *ONE_EPOCH, "optimized_metric=val/loss,quality/none/fid")
+    command = sweep_command(
+        sweep, *ONE_EPOCH, "optimized_metric=val/loss,quality/none/fid", quality=True
+    )
     result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=900)
     assert result.returncode != 0  # a failed job fails the sweep, after its batch
     ok, failed = (json.loads((sweep / job / RESULT_FILE).read_text()) for job in ("0", "1"))
@@ -93,8 +97,13 @@ def test_two_jobs_run_at_once_with_half_the_cores_each_and_a_failed_one_is_recor
     expected_threads = max(1, available_cores() // 2)
     assert ok["threads"] == failed["threads"] == expected_threads
     assert ok["gpus"] is None  # trainer.accelerator=cpu: no GPU assigned
-    assert [row["status"] for row in rows(sweep)] == ["ok", "failed"]
-    assert "quality/none/fid" in rows(sweep)[1]["error"]
+    summary = rows(sweep)
+    assert [row["status"] for row in summary] == ["ok", "failed"]
+    assert "quality/none/fid" in summary[1]["error"]
+    # the quality panel in a sweep job: the sampler group's DDIM, not the final DDPM-T, and its
+    # cost in the summary
+    assert "quality/ddim/fid" in ok["metrics"] and "quality/ddpm/fid" not in ok["metrics"]
+    assert float(summary[0]["quality/seconds"]) == ok["metrics"]["quality/seconds"] > 0
 
 
 def wait_until(condition, process: subprocess.Popen, timeout: float = 600) -> None:
@@ -128,3 +137,25 @@ def test_sigterm_to_the_sweep_reaches_every_running_job(tmp_path):
         assert not (sweep / job / RESULT_FILE).exists()
     assert not (sweep / "2").exists()
     assert [row["status"] for row in rows(sweep)] == ["interrupted", "interrupted"]
+
+
+def test_the_final_ddpm_panel_is_skipped_in_multirun_jobs_unless_asked_for(tmp_path):
+    from hydra.utils import instantiate
+    from test_train import compose_train
+
+    from diffusion_lab.sweeps.parallel import is_multirun
+
+    assert is_multirun("RunMode.MULTIRUN") and not is_multirun("RunMode.RUN")
+    assert not is_multirun(None)  # composed outside a run
+    finals = {}
+    for overrides in [[], ["callbacks.quality.multirun=true"]]:
+        for asked in ([], ["callbacks.quality.final_in_multirun=true"]):
+            cfg = compose_train(tmp_path, *overrides, *asked)
+            panel = instantiate(cfg.callbacks.quality)
+            finals[(bool(overrides), bool(asked))] = sorted(panel.final_factories)
+    assert finals == {
+        (False, False): ["ddpm"],
+        (False, True): ["ddpm"],
+        (True, False): [],
+        (True, True): ["ddpm"],
+    }

@@ -50,9 +50,11 @@ def summary_rows(sweep: Path) -> list[dict]:
 
 
 def slurm_job_ids(sweep: Path) -> dict[str, str]:
-    """{sweep job number: SLURM job id} from submitit's folders (an array: ``<array>_<task>``)."""
-    folders = [p.name for p in (sweep / ".submitit").glob("*_*") if p.is_dir()]
-    return {name.rsplit("_", 1)[1]: name for name in folders}
+    """{sweep job number: SLURM job id} from submitit's folders (an array of jobs:
+    ``<array>_<task>``; a one-job sweep: the job's id)."""
+    folders = [p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()]
+    tasks = {name.rsplit("_", 1)[1]: name for name in folders if "_" in name}
+    return tasks or {"0": name for name in folders}
 
 
 def result(job_dir: Path) -> dict:

@@ -12,7 +12,7 @@
 #   scripts/slurm/start.sh
 #
 # Writes /etc/slurm/slurm.conf (where sinfo, sbatch and srun look; refuses to replace one it did not
-# write) and keeps its state, logs and pid files under $DIFFUSION_LAB_SLURM_STATE (default
+# write), adds "127.0.0.1 n1 n2" to /etc/hosts (node names resolve, as on a cluster) and keeps its state, logs and pid files under $DIFFUSION_LAB_SLURM_STATE (default
 # /var/tmp/diffusion-lab-slurm). Ports: slurmctld 6817, slurmd n1 6818, n2 6819 (override with
 # SLURMCTLD_PORT, SLURMD_PORT_N1, SLURMD_PORT_N2). Each node has CPUS_PER_NODE CPUs (default 2;
 # SlurmdParameters=config_overrides lets two nodes share one machine's cores).
@@ -102,6 +102,16 @@ NodeName=n2 NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$N2_PORT CPUs=$CPUS State
 PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP
 CONFIG
 if cmp -s "$CONF.new" "$CONF"; then rm "$CONF.new"; else mv "$CONF.new" "$CONF"; fi
+
+# --- the node names resolve, as on a real cluster (Lightning's DDP finds its main node by the
+# first name in SLURM_NODELIST); a line in /etc/hosts, which stop.sh removes again
+HOSTS_LINE="127.0.0.1 n1 n2 $MARK"
+if ! grep -qxF "$HOSTS_LINE" /etc/hosts; then
+  for node in n1 n2; do
+    getent hosts "$node" >/dev/null && die "the node name $node already means a host here"
+  done
+  echo "$HOSTS_LINE" >>/etc/hosts
+fi
 
 # --- slurmctld and the two slurmd ---------------------------------------------------------
 if ! running "$STATE/slurmctld.pid" slurmctld; then

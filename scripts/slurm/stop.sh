@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Ends exactly the daemons scripts/slurm/start.sh started (listed in $STATE/started, found by
-# their pid files), nothing else; a munged that was running before start.sh is left alone.
+# their pid files), nothing else; a munged that was running before start.sh is left alone. The
+# /etc/hosts line for the node names goes too; /etc/slurm/slurm.conf stays (start.sh rewrites it).
 set -euo pipefail
 
 STATE=${DIFFUSION_LAB_SLURM_STATE:-/var/tmp/diffusion-lab-slurm}
@@ -27,3 +28,9 @@ for name in slurmd-n1 slurmd-n2 slurmctld munged; do
   fi
   sed -i "/^$name\$/d" "$STATE/started"
 done
+
+# the node names' /etc/hosts line (rewritten in place: /etc/hosts may be a bind mount)
+if grep -q "^127.0.0.1 n1 n2 # written by diffusion-lab" /etc/hosts; then
+  hosts=$(grep -v "^127.0.0.1 n1 n2 # written by diffusion-lab" /etc/hosts)
+  printf '%s\n' "$hosts" >/etc/hosts
+fi

@@ -257,10 +257,17 @@ def _forward_sigterm(signum: int, _frame: Any) -> None:
     sys.exit(128 + signum)
 
 
+def is_multirun(mode: object) -> bool:
+    """``${hydra_multirun:${hydra:mode}}``: True in a multirun's job (mode RunMode.MULTIRUN)."""
+    return str(mode).rsplit(".", 1)[-1] == "MULTIRUN"
+
+
 def register_resolvers() -> None:
-    """``${sweep_device_count:}``: conf/hydra/launcher/parallel.yaml's default n_jobs."""
-    if not OmegaConf.has_resolver("sweep_device_count"):
-        OmegaConf.register_new_resolver("sweep_device_count", device_count)
+    """``${sweep_device_count:}``: conf/hydra/launcher/parallel.yaml's default n_jobs;
+    ``${hydra_multirun:...}``: conf/callbacks/default.yaml's quality panel in sweeps."""
+    for name, resolver in [("sweep_device_count", device_count), ("hydra_multirun", is_multirun)]:
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 register_resolvers()
