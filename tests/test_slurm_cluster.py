@@ -54,7 +54,10 @@ def slurm_job_ids(sweep: Path) -> dict[str, str]:
     ``<array>_<task>``; a one-job sweep: the job's id)."""
     folders = [p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()]
     tasks = {name.rsplit("_", 1)[1]: name for name in folders if "_" in name}
-    return tasks or {"0": name for name in folders}
+    if tasks:
+        return tasks
+    (job,) = folders
+    return {"0": job}
 
 
 def result(job_dir: Path) -> dict:
