@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from test_summary import ONE_EPOCH
 from test_train import TINY
 
@@ -159,3 +160,23 @@ def test_the_final_ddpm_panel_is_skipped_in_multirun_jobs_unless_asked_for(tmp_p
         (True, False): [],
         (True, True): ["ddpm"],
     }
+
+
+def test_optuna_sends_two_trials_at_once_to_the_parallel_launcher(tmp_path):
+    sweep = tmp_path / "optuna"
+    command = sweep_command(sweep, *ONE_EPOCH, "hparams_search=optuna")
+    command += ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=900)
+    assert result.returncode == 0, result.stderr[-5000:]
+    written = [json.loads((sweep / job / RESULT_FILE).read_text()) for job in ("0", "1")]
+    times = [
+        (
+            datetime.datetime.fromisoformat(r["started"]),
+            datetime.datetime.fromisoformat(r["finished"]),
+        )
+        for r in written
+    ]
+    assert times[0][0] < times[1][1] and times[1][0] < times[0][1], times  # one batch of two
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(min(r["value"] for r in written))
+    assert [row["status"] for row in rows(sweep)] == ["ok", "ok"]

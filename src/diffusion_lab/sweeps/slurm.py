@@ -26,10 +26,22 @@ def gpus_per_node(accelerator: str, devices: object) -> int | None:
     return None if accelerator == "cpu" else tasks_per_node(devices)
 
 
+def sync_batchnorm(accelerator: str) -> bool:
+    """conf/trainer/ddp.yaml's sync_batchnorm: on GPUs only (torch's SyncBatchNorm refuses CPU
+    modules, so DDP on CPU nodes, e.g. ``trainer=ddp trainer.accelerator=cpu``, keeps per-rank
+    batch statistics)."""
+    if accelerator == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return accelerator in ("gpu", "cuda")
+
+
 def register_resolvers() -> None:
     for name, resolver in [
         ("slurm_tasks_per_node", tasks_per_node),
         ("slurm_gpus_per_node", gpus_per_node),
+        ("sync_batchnorm", sync_batchnorm),
     ]:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
