@@ -122,7 +122,8 @@ def _claim_slot(sweep_dir: Path, n_jobs: int) -> int:
         time.sleep(0.05)  # a worker that just ended may not have released its slot yet
 
 
-_slot: tuple[int, Any] | None = None
+_slot: tuple[int, Any] | None = None  # this worker's (slot, its held lock file)
+_sweep: dict[str, Path] = {}  # in the sweep's process: its folder
 
 
 def _is_parallel(config: DictConfig) -> bool:
@@ -152,6 +153,7 @@ class JobDevices(Callback):
         os.environ[VISIBLE_GPUS_ENV] = ",".join(
             self.gpus if self.gpus is not None else visible_gpus()
         )
+        _sweep["dir"] = Path(config.hydra.sweep.dir)  # for the handler (no HydraConfig there)
         if signal.getsignal(signal.SIGTERM) is not _forward_sigterm:
             self._previous_sigterm = signal.signal(signal.SIGTERM, _forward_sigterm)
 
@@ -231,9 +233,7 @@ def _forward_sigterm(signum: int, _frame: Any) -> None:
     """SIGTERM to the sweep: to every worker, so each running job checkpoints and stops
     (interrupted.json); once each has (or its worker is gone), the workers are ended, no further
     job starts, and the sweep exits 143 (128 + SIGTERM), as a stopped job does."""
-    from hydra.core.hydra_config import HydraConfig
-
-    sweep_dir = Path(HydraConfig.get().sweep.dir)
+    sweep_dir = _sweep["dir"]
     workers = _workers()
     log.warning("SIGTERM: forwarding it to the sweep's %d job processes", len(workers))
     for pid in workers:
