@@ -137,6 +137,8 @@ def test_sigterm_to_the_sweep_reaches_every_running_job(tmp_path):
         assert Path(interrupted["checkpoint"]).is_file()
         assert not (sweep / job / RESULT_FILE).exists()
     assert not (sweep / "2").exists()
+    leftovers = [p.name for p in sweep.iterdir() if p.name.startswith(".summary-")]
+    assert leftovers == []  # no summary file half written when the workers were ended
     assert [row["status"] for row in rows(sweep)] == ["interrupted", "interrupted"]
 
 

@@ -245,10 +245,14 @@ def _forward_sigterm(signum: int, _frame: Any) -> None:
         if all(_job_ended(job) for job in jobs):
             break
         time.sleep(0.2)
-    for pid in _workers():  # idle now (their jobs stopped), or past the wait
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    from diffusion_lab.sweeps.summary import write_summary
+    from diffusion_lab.sweeps.summary import summary_lock, write_summary
+
+    # the jobs' own summary refresh holds this lock: ending a worker inside it would leave a
+    # half-written file; outside it the stopped jobs have nothing left to write
+    with summary_lock(sweep_dir):
+        for pid in _workers():
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     try:
         write_summary(sweep_dir, live=False)
