@@ -159,3 +159,10 @@ def test_ddp_across_the_two_slurm_nodes_writes_one_run(slurm_cluster, tmp_path):
     state = torch.load(sweep / "0" / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["global_step"] == math.ceil(math.ceil(images / 2) / batch)
     assert state["global_step"] < math.ceil(images / batch)
+
+
+def test_ddp_syncs_batchnorm_on_gpus_only(tmp_path):
+    """torch's SyncBatchNorm refuses CPU modules: DDP on CPU nodes keeps per-rank statistics."""
+    cpu = compose_train(tmp_path, "trainer=ddp", "trainer.accelerator=cpu")
+    assert cpu.trainer.sync_batchnorm is False
+    assert compose_train(tmp_path, "trainer=ddp").trainer.sync_batchnorm is True  # accelerator=gpu
