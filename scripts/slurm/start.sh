@@ -7,9 +7,13 @@
 #   sinfo                                        # debug* up, n1 n2 idle
 #   sudo scripts/slurm/stop.sh                   # ends exactly the daemons this script started
 #
-# In CI (.ci/run), before pytest:
-#   apt-get -o DPkg::Lock::Timeout=600 install -y slurm-wlm munge
-#   scripts/slurm/start.sh
+# In CI (.ci/run), after the pip install and before pytest (elsewhere the SLURM tests skip, saying why):
+#   if [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then
+#     apt-get update -q >/dev/null
+#     apt-get -o DPkg::Lock::Timeout=600 install -y -q slurm-wlm munge >/dev/null
+#     scripts/slurm/start.sh
+#     trap scripts/slurm/stop.sh EXIT
+#   fi
 #
 # Writes /etc/slurm/slurm.conf (where sinfo, sbatch and srun look; refuses to replace one it did not
 # write), adds "127.0.0.1 n1 n2" to /etc/hosts (node names resolve, as on a cluster) and keeps its state, logs and pid files under $DIFFUSION_LAB_SLURM_STATE (default
