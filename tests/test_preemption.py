@@ -149,11 +149,15 @@ def test_check_stop_raises_only_after_a_signal(monkeypatch):
     assert stopped.value.code == 143
 
 
-def test_under_slurm_requeue_lightning_keeps_the_signals(tmp_path, monkeypatch):
+def test_under_slurm_requeue_the_requeue_signal_saves_the_hpc_checkpoint(tmp_path, monkeypatch):
+    """Lightning's requeue handler (a save inside the signal handler, wherever training is) is
+    replaced: the signal is honoured at the next safe point, into Lightning's hpc_ckpt_N.ckpt,
+    which a requeued job restores by itself (tests/test_slurm_cluster.py runs it on SLURM)."""
     import lightning as L
 
     monkeypatch.setenv("SLURM_NTASKS", "1")
     monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    monkeypatch.setattr(preemption_module, "_received", {})
     before = signal.getsignal(signal.SIGUSR1)
     trainer = L.Trainer(
         plugins=[SLURMEnvironment(auto_requeue=True)],
@@ -164,6 +168,14 @@ def test_under_slurm_requeue_lightning_keeps_the_signals(tmp_path, monkeypatch):
     callback = Preemption()
     callback.setup(trainer, None, "fit")
     callback.on_train_start(trainer, None)
+    try:
+        assert signal.getsignal(signal.SIGUSR1) is preemption_module._record
+        preemption_module._record(signal.SIGUSR1, None)
+        assert callback.checkpoint_path == tmp_path / "hpc_ckpt_1.ckpt"
+        preemption_module._received.update(signum=signal.SIGTERM)  # a cancel, not a requeue
+        assert callback.checkpoint_path == tmp_path / "checkpoints" / "last.ckpt"
+    finally:
+        callback.teardown(trainer, None, "fit")
     assert signal.getsignal(signal.SIGUSR1) is before
 
 

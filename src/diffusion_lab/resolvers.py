@@ -8,6 +8,9 @@
 ``wandb_run_id``            ``id``: one W&B run per run folder, kept in ``<run>/wandb_run_id``
 ``slurm_tasks_per_node``    conf/hydra/launcher/slurm.yaml: one SLURM task per device
 ``slurm_gpus_per_node``     GPUs per node: one per task, none on CPU
+``sync_batchnorm``          conf/trainer/ddp.yaml: SyncBatchNorm on GPUs only
+``sweep_device_count``      conf/hydra/launcher/parallel.yaml: jobs at once, one per device
+``hydra_multirun``          conf/callbacks/default.yaml: whether this job is one of a multirun
 ==========================  =====================================================================
 
 Only light modules are imported here (no Lightning, Hydra or W&B): ``import diffusion_lab`` stays
@@ -22,7 +25,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from diffusion_lab.runs.layout import HYDRA_DIR, WANDB_ID_FILE, newest_checkpoint
-from diffusion_lab.sweeps.launchers import gpus_per_node, tasks_per_node
+from diffusion_lab.sweeps.launchers import (
+    device_count,
+    gpus_per_node,
+    is_multirun,
+    sync_batchnorm,
+    tasks_per_node,
+)
 
 
 def resume_run_dir(resume: str | None, fresh: str) -> str:
@@ -79,6 +88,9 @@ RESOLVERS = {
     "wandb_run_id": wandb_run_id,
     "slurm_tasks_per_node": tasks_per_node,
     "slurm_gpus_per_node": gpus_per_node,
+    "sync_batchnorm": sync_batchnorm,
+    "sweep_device_count": device_count,
+    "hydra_multirun": is_multirun,
 }
 
 

@@ -16,8 +16,13 @@ would report. Being a SystemExit, it passes through Hydra's ``run_job`` (which c
 so in a multirun the sweep stops after the interrupted job instead of starting the next one.
 
 Lightning's own SIGTERM handling (``SIGTERMException`` at the next batch, no checkpoint, exit
-status 0) is replaced while training. Under SLURM with ``auto_requeue`` the callback stands aside:
-Lightning's SLURMEnvironment saves ``hpc_ckpt_N.ckpt`` on the requeue signal and requeues the job.
+status 0) is replaced while training. Under SLURM with ``auto_requeue`` (see ``slurm_requeue.py``)
+Lightning's requeue handler is replaced too: it saves ``hpc_ckpt_N.ckpt`` inside the signal handler,
+wherever the main thread is (mid optimizer step, or after the last epoch's last batch, whose
+restore then ends at once having logged nothing). Here the requeue signal is honoured at the same
+safe points: ``<run dir>/hpc_ckpt_N.ckpt`` (which Lightning restores by itself in the requeued job),
+interrupted.json, ``scontrol requeue``, then the job waits for SLURM to end it (a job that exited by
+itself would tell submitit it failed). A signal after the last safe point lets the run finish.
 Under DDP the ranks agree on stopping after each batch (one all-reduce of a flag), so all of them
 stop at the same step.
 """
@@ -36,6 +41,7 @@ from typing import Any
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
+from diffusion_lab.callbacks.slurm_requeue import hpc_checkpoint_path, requeue_and_wait
 from diffusion_lab.diffusion.samplers import StepCallback
 from diffusion_lab.runs.layout import CHECKPOINTS_DIR, INTERRUPTED_FILE, LAST_FILE
 
@@ -96,6 +102,10 @@ def _under_slurm_requeue(trainer: L.Trainer) -> bool:
     return isinstance(environment, SLURMEnvironment) and bool(environment.auto_requeue)
 
 
+def _requeue_signal(trainer: L.Trainer) -> int:
+    return int(trainer._accelerator_connector.cluster_environment.requeue_signal)
+
+
 class Preemption(L.Callback):
     """Save, mark and stop on SIGTERM or SIGUSR1 (see the module docstring).
 
@@ -121,9 +131,14 @@ class Preemption(L.Callback):
         self._previous: dict[int, Any] = {}
         self._listening = False
         self._saved = False
+        self._requeue: Path | None = None  # under SLURM auto-requeue: the hpc checkpoint's path
+        self._requeue_signum: int | None = None
 
     @property
     def checkpoint_path(self) -> Path:
+        """Where the stop's checkpoint goes: the hpc checkpoint on SLURM's requeue signal."""
+        if self._requeue is not None and _received.get("signum") == self._requeue_signum:
+            return self._requeue
         return self.dirpath / LAST_FILE
 
     # --- listening ------------------------------------------------------------------------
@@ -139,8 +154,9 @@ class Preemption(L.Callback):
         if trainer.is_global_zero:
             (self.run_dir / INTERRUPTED_FILE).unlink(missing_ok=True)  # this run goes on now
         if _under_slurm_requeue(trainer):
-            log.info("SLURM auto-requeue is on: Lightning handles the requeue signal and SIGTERM")
-            return
+            self._requeue = hpc_checkpoint_path(trainer)
+            self._requeue_signum = _requeue_signal(trainer)
+            log.info("SLURM auto-requeue: the requeue signal saves %s and requeues", self._requeue)
         if threading.current_thread() is not threading.main_thread():
             log.warning("not in the main thread: preemption signals are not handled")
             return
@@ -181,7 +197,13 @@ class Preemption(L.Callback):
         self._saved = True
         if trainer.is_global_zero:
             self._mark(trainer, signum, "stopped after a training batch")
+        self._maybe_requeue(trainer, signum)
         raise Preempted(signum, "stopped after a training batch")
+
+    def _maybe_requeue(self, trainer: L.Trainer, signum: int) -> None:
+        """Under SLURM auto-requeue, on its requeue signal: requeue and wait to be ended."""
+        if self._requeue is not None and signum == self._requeue_signum:
+            requeue_and_wait(trainer.is_global_zero)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -192,6 +214,7 @@ class Preemption(L.Callback):
             self._save_inside_epoch_end(trainer)
             self._saved = True
             self._mark(trainer, exception.signum, str(exception))
+            self._maybe_requeue(trainer, exception.signum)
         self._stop_listening()
 
     def _save_inside_epoch_end(self, trainer: L.Trainer) -> None:

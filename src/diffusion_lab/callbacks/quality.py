@@ -47,6 +47,10 @@ class QualityPanel(L.Callback):
         samplers: more samplers (name -> partial or config) scored like ``sampler``.
         final_samplers: name -> sampler, after the last epoch only (DDPM at T: T network calls).
             A name already in ``samplers`` is not run twice.
+        final_in_multirun: run ``final_samplers`` in a multirun's jobs too. Off by default: in
+            a short sweep job the final DDPM-T panel is most of the job's time (a 1-epoch digits
+            job: 60 of 95 s), and a sweep ranks its jobs by ``metric`` (the sampler group's).
+        multirun: whether this run is a multirun's job (``${hydra_multirun:${hydra:mode}}``).
         every_n_epochs: score after every N-th epoch (and always after the last).
         n_per_class: images per class and sampler (N = n_per_class x classes).
         seed: seeds the noise, the real reference images, KID's subsets and the judge.
@@ -77,6 +81,8 @@ class QualityPanel(L.Callback):
         metric: str = "quality/ddim/fid",
         metric_direction: str = "minimize",
         features: str = "judge",
+        final_in_multirun: bool = False,
+        multirun: bool = False,
     ) -> None:
         require_int("callbacks.quality.every_n_epochs", every_n_epochs, minimum=1)
         require_int("callbacks.quality.n_per_class", n_per_class, minimum=1)
@@ -97,6 +103,13 @@ class QualityPanel(L.Callback):
             for name, factory in (final_samplers or {}).items()
             if name not in self.factories and factory is not None
         }
+        if multirun and not final_in_multirun and self.final_factories:
+            log.info(
+                "callbacks.quality: final_samplers (%s) skipped in this multirun job "
+                "(callbacks.quality.final_in_multirun=true runs them)",
+                ", ".join(self.final_factories),
+            )
+            self.final_factories = {}
         self.every_n_epochs, self.n_per_class, self.seed = every_n_epochs, n_per_class, seed
         self.guidance_scale, self.use_ema = guidance_scale, use_ema
         self.kid_subset_size = kid_subset_size
@@ -188,6 +201,8 @@ class QualityPanel(L.Callback):
         _, seconds = timed(
             lambda: self.score(pl_module, panel, trainer_progress(trainer)), pl_module.device
         )
+        # the whole panel's cost (a sweep summary's quality/seconds column)
+        pl_module.log("quality/seconds", seconds, rank_zero_only=True)
         log.info(
             "quality panel after epoch %d (%s): %.1f s, sampling and scoring",
             trainer.current_epoch,

@@ -2,7 +2,8 @@
 
 {"status": "ok" | "failed", "metrics": {name: float}, "optimized_metric": name, "value": float | null,
  "direction": "minimize" | "maximize", "epochs": int | null, "seconds": float, "overrides": [str],
- "error": str (failed runs only), "finished": ISO time}
+ "error": str (failed runs only), "started": ISO time, "finished": ISO time,
+ "threads": torch's intra-op threads, "gpus": CUDA_VISIBLE_DEVICES or null}
 
 Only the process of global rank 0 writes it (Lightning re-launches DDP ranks into rank 0's folder).
 A run killed before its end (SIGKILL, a node lost) leaves none; a preempted run leaves
@@ -13,12 +14,14 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
 from diffusion_lab.runs.layout import RESULT_FILE
@@ -28,6 +31,10 @@ from diffusion_lab.utils.io import write_json
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("minimize", "maximize")
+
+
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="milliseconds")
 
 
 def optimized_value(metrics: Mapping[str, float], name: str) -> float:
@@ -72,6 +79,7 @@ class ResultRecorder:
         self.direction = check_direction(str(cfg.get("optimized_metric_direction") or "minimize"))
         self.overrides = overrides
         self.started = time.perf_counter()
+        self.started_at = _now()
         self.metrics: dict[str, float] = {}
         self.epochs: int | None = None
 
@@ -93,7 +101,10 @@ class ResultRecorder:
             "epochs": self.epochs,
             "seconds": round(time.perf_counter() - self.started, 3),
             "overrides": self.overrides,
-            "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "started": self.started_at,
+            "finished": _now(),
+            "threads": torch.get_num_threads(),
+            "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
         }
         if error is not None:
             payload["error"] = error_line(error)
