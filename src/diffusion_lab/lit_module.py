@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -33,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.optim import optimizer as torch_optimizer
 
 from diffusion_lab import __version__
-from diffusion_lab.diffusion import NoiseSchedule, Sampler
+from diffusion_lab.diffusion import NFECounter, NoiseSchedule, Sampler
 from diffusion_lab.diffusion.predictions import (
     EpsModel,
     alpha_sigma,
@@ -43,9 +44,27 @@ from diffusion_lab.diffusion.predictions import (
 )
 from diffusion_lab.diffusion.samplers import StepCallback
 from diffusion_lab.models.ema import EMA
+from diffusion_lab.utils.timing import timed
 
 LOSS_WEIGHTINGS = ("none", "min_snr")
 CHECKPOINT_KEY = "diffusion_lab"  # marks a checkpoint as written by this project
+
+
+@dataclass
+class Trajectory:
+    """One timed sampling chain: ``frames`` (F, N, C, H, W) on the module's device, the last
+    being the images; the timestep of each frame (descending, ending on 0); wall ``seconds``
+    (device synchronised); ``nfe``, the network calls counted while sampling."""
+
+    frames: torch.Tensor
+    timesteps: list[int]
+    seconds: float
+    nfe: int
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The final images (N, C, H, W)."""
+        return self.frames[-1]
 
 
 def fused_kernels_available(make_optimizer: Any, device: torch.device) -> bool:
@@ -346,11 +365,47 @@ class DiffusionModule(L.LightningModule):
         if noise is None:
             device = generator.device if generator is not None else self.device
             noise = torch.randn((batch, *self.image_shape), generator=generator, device=device)
+        run = self.sample_trajectory(
+            contexts, noise, sampler, guidance_scale, generator, use_ema, on_step=on_step
+        )
+        return run.images
+
+    def sample_trajectory(
+        self,
+        contexts: torch.Tensor | None,
+        noise: torch.Tensor,
+        sampler: Sampler | None = None,
+        guidance_scale: float = 0.0,
+        generator: torch.Generator | None = None,
+        use_ema: bool = True,
+        frame_every: int | None = None,
+        on_step: StepCallback | None = None,
+    ) -> Trajectory:
+        """Denoise ``noise`` (N, C, H, W) given contexts (N, K) or None, timed: the one sampling
+        chain behind ``sample``, the sample grids, their GIF and diffusion-sample.
+
+        With ``frame_every`` the frames are x_T, every ``frame_every``-th step and the images
+        (:meth:`Sampler.trajectory`); without, only the images are kept (one frame, t = 0).
+        ``on_step(i, n, t_prev, x)`` is called after every step (progress, stop checks: an
+        exception raised by it ends the chain). The NFE are counted, not taken from the sampler.
+        """
         sampler = sampler or self.make_sampler()
-        with self.sampling_net(use_ema) as net:
-            return sampler.sample(
-                net, noise.to(self.device), contexts, guidance_scale, generator, on_step
+        noise = noise.to(self.device)
+        if contexts is not None:
+            contexts = contexts.to(self.device)
+
+        def run(net: EpsModel | torch.nn.Module) -> tuple[torch.Tensor, list[int]]:
+            if frame_every is None:
+                images = sampler.sample(net, noise, contexts, guidance_scale, generator, on_step)
+                return images[None], [0]
+            return sampler.trajectory(
+                net, noise, frame_every, contexts, guidance_scale, generator, on_step=on_step
             )
+
+        with self.sampling_net(use_ema) as net:
+            counter = NFECounter(net)
+            (frames, timesteps), seconds = timed(lambda: run(counter), self.device)
+        return Trajectory(frames, timesteps, seconds, counter.calls)
 
     @contextmanager
     def sampling_net(self, use_ema: bool = True) -> Iterator[torch.nn.Module]:
