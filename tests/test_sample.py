@@ -223,7 +223,12 @@ def bad_paths(tmp_path, checkpoint) -> dict[str, Path]:
         ("checkpoint", "n=0", ValueError, r"n must be an integer >= 1, got 0"),
         ("checkpoint", "guidance_scale=-1", ValueError, r"guidance_scale must be .* got -1"),
         ("checkpoint", "animation_every=0", ValueError, r"animation_every must be"),
-        ("checkpoint", "sampler.steps=50", ValueError, r"DDIM steps \(T=20\) must be an integer >= 1 and <= 20"),
+        (
+            "checkpoint",
+            "sampler.steps=50",
+            ValueError,
+            r"DDIM steps \(T=20\) must be an integer >= 1 and <= 20",
+        ),
         ("checkpoint", "device=tpu", ValueError, r"unknown device 'tpu'; accepted"),
         ("missing", "n=1", FileNotFoundError, r"missing\.ckpt' does not exist"),
         ("empty_run", "n=1", FileNotFoundError, r"looked for one .*empty_run/checkpoints"),

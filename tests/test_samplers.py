@@ -269,7 +269,10 @@ def test_clipping_keeps_x0_in_range_and_is_off_by_default():
     ("build", "message"),
     [
         (lambda s: DDPMSampler(s, variance="large"), "unknown DDPM variance 'large'"),
-        (lambda s: DDIMSampler(s, steps=0), r"steps \(T=100\) must be an integer >= 1 and <= 100, got 0"),
+        (
+            lambda s: DDIMSampler(s, steps=0),
+            r"steps \(T=100\) must be an integer >= 1 and <= 100, got 0",
+        ),
         (lambda s: DDIMSampler(s, steps=101), "got 101"),
         (lambda s: DDIMSampler(s, eta=1.5), r"eta must be in \[0, 1\], got 1.5"),
     ],
