@@ -19,7 +19,6 @@ pickled network, and ``DiffusionModule.load_from_checkpoint(path)`` rebuilds eve
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
-from torch.optim import optimizer as torch_optimizer
 
 from diffusion_lab import __version__
 from diffusion_lab.diffusion import NFECounter, NoiseSchedule, Sampler
@@ -43,7 +41,9 @@ from diffusion_lab.diffusion.predictions import (
     training_target,
 )
 from diffusion_lab.diffusion.samplers import StepCallback
+from diffusion_lab.models import fast_paths
 from diffusion_lab.models.ema import EMA
+from diffusion_lab.utils.seeding import offset_seed_by_rank
 from diffusion_lab.utils.timing import timed
 
 LOSS_WEIGHTINGS = ("none", "min_snr")
@@ -65,32 +65,6 @@ class Trajectory:
     def images(self) -> torch.Tensor:
         """The final images (N, C, H, W)."""
         return self.frames[-1]
-
-
-def fused_kernels_available(make_optimizer: Any, device: torch.device) -> bool:
-    """Whether ``make_optimizer(params, fused=True)`` is possible: the optimizer class takes a
-    ``fused`` argument and torch has fused kernels for ``device``'s type."""
-    optimizer_class = getattr(make_optimizer, "func", make_optimizer)  # a functools.partial
-    try:
-        takes_fused = "fused" in inspect.signature(optimizer_class).parameters
-    except (TypeError, ValueError):
-        return False
-    supported = getattr(torch_optimizer, "_get_fused_kernels_supported_devices", None)
-    return takes_fused and supported is not None and device.type in supported()
-
-
-def match_state_layouts(optimizer: torch.optim.Optimizer) -> None:
-    """Give each state tensor of ``optimizer`` (Adam's exp_avg, ...) its parameter's memory layout.
-
-    A resumed run restores the state in the layout it was saved in, which differs from the
-    parameters' when `channels_last` changed between the runs; fused Adam reads a parameter's
-    tensors as if they shared one layout, and mixes elements up (silently) when they do not."""
-    for param, state in optimizer.state.items():
-        for key, value in state.items():
-            if not torch.is_tensor(value) or value.shape != param.shape:
-                continue  # e.g. Adam's step count
-            if value.stride() != param.stride():
-                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def _plain(config: Mapping | DictConfig | None) -> dict | None:
@@ -121,6 +95,8 @@ class DiffusionModule(L.LightningModule):
         ema_decay: EMA decay; the EMA weights are used for validation and sampling.
         val_seed: seed of the fixed noise and timesteps used for the validation loss, so it is
             comparable across epochs and runs.
+        fused_optimizer, channels_last, compile_net: the fast paths
+            (:mod:`diffusion_lab.models.fast_paths`), each the same training up to rounding.
         fused_optimizer: build the optimizer with ``fused=True`` (one kernel for the whole update)
             when its class takes that argument and torch has fused kernels for the parameters'
             device (CUDA, and CPU since torch 2.4); otherwise the default implementation, with a
@@ -276,7 +252,7 @@ class DiffusionModule(L.LightningModule):
     def configure_optimizers(self):
         make_optimizer = instantiate(self.hparams.optimizer)
         options = {"fused": True} if self.hparams.fused_optimizer else {}
-        if options and not fused_kernels_available(make_optimizer, self.device):
+        if options and not fast_paths.fused_kernels_available(make_optimizer, self.device):
             rank_zero_warn(
                 f"fused_optimizer: {getattr(make_optimizer, 'func', make_optimizer)} has no fused "
                 f"kernels for {self.device.type} parameters here; using its default implementation"
@@ -317,27 +293,16 @@ class DiffusionModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self.schedule.to(self.device)
         if self.hparams.channels_last:
-            # in place (param.data is swapped): the optimizer built before this keeps its params
-            for net in (self.net, self.ema.module):
-                net.to(memory_format=torch.channels_last)
+            fast_paths.to_channels_last(self.net, self.ema.module)
         if self.hparams.compile_net:
-            self.compile_nets()
+            fast_paths.compile_in_place(self.net, self.ema.module)
         if self.trainer.world_size > 1:
-            # seed_everything gives every rank the same seed; offset it so that the ranks draw
-            # different timesteps, noise and dropped contexts for their different images
-            torch.manual_seed(torch.initial_seed() + self.global_rank)
+            offset_seed_by_rank(self.global_rank)  # the ranks' images differ: so must their draws
 
     def on_train_start(self) -> None:
         # after a resume's optimizer state is restored (on_fit_start comes before that)
         for optimizer in self.trainer.optimizers:
-            match_state_layouts(optimizer)
-
-    def compile_nets(self, **options: Any) -> None:
-        """``torch.compile`` (with ``options``) the network and the EMA network, in place: the
-        modules, their parameters and state_dict keys stay as they are. Compilation happens at
-        each net's first call (and again for a new input shape or train/eval mode)."""
-        self.net.compile(**options)
-        self.ema.module.compile(**options)
+            fast_paths.match_state_layouts(optimizer)
 
     # --- sampling --------------------------------------------------------------------------
     def sample(

@@ -35,6 +35,7 @@ from diffusion_lab.callbacks._lightning import (
     epoch_sums,
     set_epoch_sums,
 )
+from diffusion_lab.utils.seeding import fork_stream_for_rank
 
 
 def capture_rng() -> dict[str, Any]:
@@ -106,7 +107,7 @@ class ResumeState(L.Callback):
         restore_rng(self._rng)
         self._rng = None
         if trainer.world_size > 1:  # each rank its own stream (see the module docstring)
-            torch.manual_seed(int(torch.randint(2**62, (1,))) + trainer.global_rank)
+            fork_stream_for_rank(trainer.global_rank)
 
     def _pending(self, trainer: L.Trainer, at_epoch_end: bool) -> dict[str, Any]:
         """The saved sums, once, if they belong to this point of this epoch."""
