@@ -60,7 +60,6 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from diffusion_lab import CONFIG_DIR
-from diffusion_lab.callbacks.sample_grids import timed_sample
 from diffusion_lab.data import IndexLoader
 from diffusion_lab.data.datamodule import to_model_input
 from diffusion_lab.models import ContextUnet
@@ -342,11 +341,12 @@ def extras(cfg: DictConfig, samples_cfg: DictConfig) -> dict[str, float]:
     results["validation_pass_s"] = timed(
         lambda: trainer.validate(module, datamodule=datamodule, verbose=False), device
     )[1]
-    noise = samples.noise.to(device)
 
     def grid() -> None:  # what SampleGrids samples each grid epoch (the picture aside)
-        for sampler in (samples.ddpm, samples.ddim):
-            timed_sample(module, sampler, noise, samples.contexts, samples.guidance_scale)
+        for sampler in samples.samplers.values():
+            module.sample_trajectory(
+                samples.contexts, samples.noise, sampler, samples.guidance_scale
+            )
 
     results["epoch_grid_s"] = timed(grid, device)[1]
     results["final_gif_s"] = timed(lambda: samples.animation(module), device)[1]

@@ -68,7 +68,7 @@ def main() -> None:
     torch.manual_seed(0)
     net = ContextUnet(args.channels, args.n_feat, args.classes, args.height).to(device).eval()
     if args.compile:
-        net.compile()  # in place, as DiffusionModule.compile_nets does
+        net.compile()  # in place, as models.fast_paths.compile_in_place does
     schedule = make_schedule("linear", args.timesteps)
     samplers = [DDPMSampler(schedule)] + [DDIMSampler(schedule, s) for s in args.ddim_steps]
     samplers += [DPMSolverSampler(schedule, s) for s in args.dpm_steps]

@@ -11,7 +11,7 @@ import torch
 from test_lit_module import make_module
 from torch.utils.data import DataLoader, TensorDataset
 
-from diffusion_lab.lit_module import fused_kernels_available, match_state_layouts
+from diffusion_lab.models.fast_paths import fused_kernels_available, match_state_layouts
 
 
 class LossRecorder(L.Callback):

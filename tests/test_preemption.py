@@ -195,3 +195,33 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypat
     assert torch.load(path, weights_only=True) == {"step": 1}
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
     assert oct(path.stat().st_mode & 0o777) != oct(0o600)  # readable as any file the user writes
+
+
+def test_sigterm_during_the_quality_panels_final_ddpm_stops_within_seconds(tmp_path, monkeypatch):
+    """The final DDPM panel (T = 1000 steps here) checks the flag between steps as the grids do:
+    the checkpoint and interrupted.json are written and the process exits with 143 at once
+    (main@ed5278f sampled on to the end of the chain, and scored it, before stopping)."""
+    run_dir = tmp_path / "run"
+    quality = [
+        "scheduler.timesteps=1000",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=5",
+        "callbacks.samples=null",  # no grid: the panel's DDPM is the only T-step chain
+        "callbacks.quality.n_per_class=4",
+        "callbacks.quality.kid_subset_size=10",
+        "callbacks.quality.classifier.epochs=1",
+    ]
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")  # each log line on disk as it is written
+    process = start_train(run_dir, *WATCHED, *quality)
+    # the panel's DDIM (5 steps) is scored and logged; its DDPM (1000 steps) starts right after
+    wait_until(lambda: "study][INFO] - ddim: 5 NFE" in output_of(run_dir), process)
+    sent = time.time()
+    seconds, record = interrupt(process, run_dir)
+    exited = time.time() - sent
+    check_interrupted(run_dir, record)
+    assert record["global_step"] == 5 and record["epoch"] == 0
+    assert "SIGTERM, stopped while sampling" in output_of(run_dir)
+    assert "- ddpm: 1000 NFE" not in output_of(run_dir), "the DDPM chain ran to its end"
+    assert seconds < 5, f"checkpoint on disk {seconds:.2f} s after SIGTERM during the panel"
+    assert exited < 10, f"the process exited {exited:.2f} s after SIGTERM"
+    print(f"SIGTERM during the final DDPM panel: checkpoint {seconds:.3f} s, exit {exited:.3f} s")

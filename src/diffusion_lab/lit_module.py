@@ -19,9 +19,9 @@ pickled network, and ``DiffusionModule.load_from_checkpoint(path)`` rebuilds eve
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -30,11 +30,10 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
-from torch.optim import optimizer as torch_optimizer
 
 from diffusion_lab import __version__
 from diffusion_lab.data.fits import check_data_fits
-from diffusion_lab.diffusion import NoiseSchedule, Sampler
+from diffusion_lab.diffusion import NFECounter, NoiseSchedule, Sampler
 from diffusion_lab.diffusion.predictions import (
     EpsModel,
     alpha_sigma,
@@ -43,37 +42,31 @@ from diffusion_lab.diffusion.predictions import (
     training_target,
 )
 from diffusion_lab.diffusion.samplers import StepCallback
+from diffusion_lab.models import fast_paths
 from diffusion_lab.models.ema import EMA
 from diffusion_lab.utils.checks import InputError
+from diffusion_lab.utils.seeding import offset_seed_by_rank
+from diffusion_lab.utils.timing import timed
 
 LOSS_WEIGHTINGS = ("none", "min_snr")
 CHECKPOINT_KEY = "diffusion_lab"  # marks a checkpoint as written by this project
 
 
-def fused_kernels_available(make_optimizer: Any, device: torch.device) -> bool:
-    """Whether ``make_optimizer(params, fused=True)`` is possible: the optimizer class takes a
-    ``fused`` argument and torch has fused kernels for ``device``'s type."""
-    optimizer_class = getattr(make_optimizer, "func", make_optimizer)  # a functools.partial
-    try:
-        takes_fused = "fused" in inspect.signature(optimizer_class).parameters
-    except (TypeError, ValueError):
-        return False
-    supported = getattr(torch_optimizer, "_get_fused_kernels_supported_devices", None)
-    return takes_fused and supported is not None and device.type in supported()
+@dataclass
+class Trajectory:
+    """One timed sampling chain: ``frames`` (F, N, C, H, W) on the module's device, the last
+    being the images; the timestep of each frame (descending, ending on 0); wall ``seconds``
+    (device synchronised); ``nfe``, the network calls counted while sampling."""
 
+    frames: torch.Tensor
+    timesteps: list[int]
+    seconds: float
+    nfe: int
 
-def match_state_layouts(optimizer: torch.optim.Optimizer) -> None:
-    """Give each state tensor of ``optimizer`` (Adam's exp_avg, ...) its parameter's memory layout.
-
-    A resumed run restores the state in the layout it was saved in, which differs from the
-    parameters' when `channels_last` changed between the runs; fused Adam reads a parameter's
-    tensors as if they shared one layout, and mixes elements up (silently) when they do not."""
-    for param, state in optimizer.state.items():
-        for key, value in state.items():
-            if not torch.is_tensor(value) or value.shape != param.shape:
-                continue  # e.g. Adam's step count
-            if value.stride() != param.stride():
-                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+    @property
+    def images(self) -> torch.Tensor:
+        """The final images (N, C, H, W)."""
+        return self.frames[-1]
 
 
 def _plain(config: Mapping | DictConfig | None) -> dict | None:
@@ -104,6 +97,8 @@ class DiffusionModule(L.LightningModule):
         ema_decay: EMA decay; the EMA weights are used for validation and sampling.
         val_seed: seed of the fixed noise and timesteps used for the validation loss, so it is
             comparable across epochs and runs.
+        fused_optimizer, channels_last, compile_net: the fast paths
+            (:mod:`diffusion_lab.models.fast_paths`), each the same training up to rounding.
         fused_optimizer: build the optimizer with ``fused=True`` (one kernel for the whole update)
             when its class takes that argument and torch has fused kernels for the parameters'
             device (CUDA, and CPU since torch 2.4); otherwise the default implementation, with a
@@ -259,7 +254,7 @@ class DiffusionModule(L.LightningModule):
     def configure_optimizers(self):
         make_optimizer = instantiate(self.hparams.optimizer)
         options = {"fused": True} if self.hparams.fused_optimizer else {}
-        if options and not fused_kernels_available(make_optimizer, self.device):
+        if options and not fast_paths.fused_kernels_available(make_optimizer, self.device):
             rank_zero_warn(
                 f"fused_optimizer: {getattr(make_optimizer, 'func', make_optimizer)} has no fused "
                 f"kernels for {self.device.type} parameters here; using its default implementation"
@@ -299,27 +294,16 @@ class DiffusionModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self.schedule.to(self.device)
         if self.hparams.channels_last:
-            # in place (param.data is swapped): the optimizer built before this keeps its params
-            for net in (self.net, self.ema.module):
-                net.to(memory_format=torch.channels_last)
+            fast_paths.to_channels_last(self.net, self.ema.module)
         if self.hparams.compile_net:
-            self.compile_nets()
+            fast_paths.compile_in_place(self.net, self.ema.module)
         if self.trainer.world_size > 1:
-            # seed_everything gives every rank the same seed; offset it so that the ranks draw
-            # different timesteps, noise and dropped contexts for their different images
-            torch.manual_seed(torch.initial_seed() + self.global_rank)
+            offset_seed_by_rank(self.global_rank)  # the ranks' images differ: so must their draws
 
     def on_train_start(self) -> None:
         # after a resume's optimizer state is restored (on_fit_start comes before that)
         for optimizer in self.trainer.optimizers:
-            match_state_layouts(optimizer)
-
-    def compile_nets(self, **options: Any) -> None:
-        """``torch.compile`` (with ``options``) the network and the EMA network, in place: the
-        modules, their parameters and state_dict keys stay as they are. Compilation happens at
-        each net's first call (and again for a new input shape or train/eval mode)."""
-        self.net.compile(**options)
-        self.ema.module.compile(**options)
+            fast_paths.match_state_layouts(optimizer)
 
     # --- sampling --------------------------------------------------------------------------
     def sample(
@@ -347,11 +331,47 @@ class DiffusionModule(L.LightningModule):
         if noise is None:
             device = generator.device if generator is not None else self.device
             noise = torch.randn((batch, *self.image_shape), generator=generator, device=device)
+        run = self.sample_trajectory(
+            contexts, noise, sampler, guidance_scale, generator, use_ema, on_step=on_step
+        )
+        return run.images
+
+    def sample_trajectory(
+        self,
+        contexts: torch.Tensor | None,
+        noise: torch.Tensor,
+        sampler: Sampler | None = None,
+        guidance_scale: float = 0.0,
+        generator: torch.Generator | None = None,
+        use_ema: bool = True,
+        frame_every: int | None = None,
+        on_step: StepCallback | None = None,
+    ) -> Trajectory:
+        """Denoise ``noise`` (N, C, H, W) given contexts (N, K) or None, timed: the one sampling
+        chain behind ``sample``, the sample grids, their GIF and diffusion-sample.
+
+        With ``frame_every`` the frames are x_T, every ``frame_every``-th step and the images
+        (:meth:`Sampler.trajectory`); without, only the images are kept (one frame, t = 0).
+        ``on_step(i, n, t_prev, x)`` is called after every step (progress, stop checks: an
+        exception raised by it ends the chain). The NFE are counted, not taken from the sampler.
+        """
         sampler = sampler or self.make_sampler()
-        with self.sampling_net(use_ema) as net:
-            return sampler.sample(
-                net, noise.to(self.device), contexts, guidance_scale, generator, on_step
+        noise = noise.to(self.device)
+        if contexts is not None:
+            contexts = contexts.to(self.device)
+
+        def run(net: EpsModel | torch.nn.Module) -> tuple[torch.Tensor, list[int]]:
+            if frame_every is None:
+                images = sampler.sample(net, noise, contexts, guidance_scale, generator, on_step)
+                return images[None], [0]
+            return sampler.trajectory(
+                net, noise, frame_every, contexts, guidance_scale, generator, on_step=on_step
             )
+
+        with self.sampling_net(use_ema) as net:
+            counter = NFECounter(net)
+            (frames, timesteps), seconds = timed(lambda: run(counter), self.device)
+        return Trajectory(frames, timesteps, seconds, counter.calls)
 
     @contextmanager
     def sampling_net(self, use_ema: bool = True) -> Iterator[torch.nn.Module]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +27,13 @@ from PIL import Image
 from diffusion_lab import CONFIG_DIR
 from diffusion_lab.diffusion import Sampler
 from diffusion_lab.diffusion.contexts import parse_context, parse_contexts
-from diffusion_lab.diffusion.samplers import StepCallback
-from diffusion_lab.lit_module import DiffusionModule
+from diffusion_lab.lit_module import DiffusionModule, Trajectory
 from diffusion_lab.runs.checkpoints import load_module, resolve_checkpoint, resolve_device
 from diffusion_lab.utils.checks import InputError, require_int, require_number
 from diffusion_lab.utils.cli import input_errors_end_the_command
 from diffusion_lab.utils.images import labelled_grid, save_gif, save_image, to_uint8
 from diffusion_lab.utils.io import atomic_write
 from diffusion_lab.utils.progress import track
-from diffusion_lab.utils.timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -110,21 +107,6 @@ def check_contexts(contexts: torch.Tensor | None, labels: Sequence[str], num_cla
 
 
 # --- sampling -------------------------------------------------------------------------------
-@dataclass
-class Samples:
-    """What one sampling run made: frames (F, N, C, H, W) in [-1, 1] on the CPU, the last being
-    the images; the timestep of each frame; the wall seconds of the run."""
-
-    frames: torch.Tensor
-    frame_times: list[int]
-    seconds: float
-
-    @property
-    def images(self) -> torch.Tensor:
-        """The final images (N, C, H, W)."""
-        return self.frames[-1]
-
-
 def frame_stride(sampler: Sampler, every_timesteps: int) -> int:
     """Sampler steps between GIF frames so that a frame comes every ``every_timesteps`` timesteps:
     every 20th step of DDPM; every max(1, round(20 steps / T)) steps of DDIM."""
@@ -140,56 +122,42 @@ def draw_samples(
     generator: torch.Generator,
     use_ema: bool,
     frame_every: int | None = None,
-) -> Samples:
+) -> Trajectory:
     """Denoise noise (N, C, H, W) given contexts (N, K) or None; keep every ``frame_every``-th
     step as a frame when given (one run either way: the frames end on the images). Shows its
-    progress over the sampler's steps."""
-
-    def run(on_step: StepCallback) -> tuple[torch.Tensor, list[int]]:
-        if frame_every is None:
-            images = module.sample(
-                contexts,
-                noise,
-                sampler=sampler,
-                guidance_scale=guidance_scale,
-                generator=generator,
-                use_ema=use_ema,
-                on_step=on_step,
-            )
-            return images[None], [0]
-        with module.sampling_net(use_ema) as net:
-            return sampler.trajectory(
-                net,
-                noise.to(module.device),
-                frame_every,
-                contexts,
-                guidance_scale,
-                generator,
-                on_step=on_step,
-            )
-
-    label = f"{type(sampler).__name__.removesuffix('Sampler')}, {len(noise)} images"
+    progress over the sampler's steps. The frames come back as float on the CPU."""
+    label = f"{sampler.label}, {len(noise)} images"
     with track(label) as progress:  # a bar in a terminal, else a log line every 10%
-        (frames, times), seconds = timed(lambda: run(progress.on_step), module.device)
-    return Samples(frames.float().cpu(), times, seconds)
+        run = module.sample_trajectory(
+            contexts,
+            noise,
+            sampler,
+            guidance_scale,
+            generator,
+            use_ema,
+            frame_every=frame_every,
+            on_step=progress.on_step,
+        )
+    run.frames = run.frames.float().cpu()
+    return run
 
 
 # --- output ---------------------------------------------------------------------------------
 def sampler_title(sampler: Sampler, seconds: float, guidance_scale: float, use_ema: bool) -> str:
     """E.g. "DDIM, 25 NFE, 0.84 s, guidance 2" (", raw weights" without EMA)."""
-    name = type(sampler).__name__.removesuffix("Sampler")
     weights = "" if use_ema else ", raw weights"
-    return f"{name}, {sampler.nfe} NFE, {seconds:.2f} s, guidance {guidance_scale:g}{weights}"
+    return (
+        f"{sampler.label}, {sampler.nfe} NFE, {seconds:.2f} s, guidance {guidance_scale:g}{weights}"
+    )
 
 
 def animation_frames(
-    samples: Samples, row_labels: Sequence[str], sampler: Sampler, scale: int
+    samples: Trajectory, row_labels: Sequence[str], sampler: Sampler, scale: int
 ) -> list[Image.Image]:
     """One labelled grid per frame, titled with the sampler and the frame's timestep."""
-    name = type(sampler).__name__.removesuffix("Sampler")
     return [
-        labelled_grid(frame, row_labels, title=f"{name} t={t}", scale=scale)
-        for frame, t in zip(samples.frames, samples.frame_times)
+        labelled_grid(frame, row_labels, title=f"{sampler.label} t={t}", scale=scale)
+        for frame, t in zip(samples.frames, samples.timesteps)
     ]
 
 

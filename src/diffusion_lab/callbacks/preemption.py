@@ -41,6 +41,12 @@ from typing import Any
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
+from diffusion_lab.callbacks._lightning import (
+    before_epoch_marked_processed,
+    cluster_environment,
+    dump_checkpoint,
+    finish_train_batch,
+)
 from diffusion_lab.callbacks.slurm_requeue import hpc_checkpoint_path, requeue_and_wait
 from diffusion_lab.diffusion.samplers import StepCallback
 from diffusion_lab.runs.layout import CHECKPOINTS_DIR, INTERRUPTED_FILE, LAST_FILE
@@ -98,12 +104,12 @@ def _record(signum: int, _frame: Any) -> None:
 
 
 def _under_slurm_requeue(trainer: L.Trainer) -> bool:
-    environment = trainer._accelerator_connector.cluster_environment
+    environment = cluster_environment(trainer)
     return isinstance(environment, SLURMEnvironment) and bool(environment.auto_requeue)
 
 
 def _requeue_signal(trainer: L.Trainer) -> int:
-    return int(trainer._accelerator_connector.cluster_environment.requeue_signal)
+    return int(cluster_environment(trainer).requeue_signal)
 
 
 class Preemption(L.Callback):
@@ -189,9 +195,7 @@ class Preemption(L.Callback):
             return
         # finish the batch as the loop would after the callbacks (the module's hook: the EMA
         # update; the step's logged values), so the checkpoint holds the state after this batch
-        pl_module.on_train_batch_end(outputs, batch, index)
-        trainer._logger_connector.on_batch_end()
-        trainer._logger_connector.update_train_step_metrics()
+        finish_train_batch(trainer, pl_module, outputs, batch, index)
         signum = int(_received.get("signum", signal.SIGTERM))  # another rank's signal under DDP
         trainer.save_checkpoint(self.checkpoint_path)
         self._saved = True
@@ -221,20 +225,10 @@ class Preemption(L.Callback):
         """Inside ``on_train_epoch_end`` (a grid) the checkpoint is written as of just before
         it (the epoch not yet marked processed), so that the resumed run draws the grid, steps
         the LR schedule and logs the epoch's values as the uninterrupted one does."""
-        progress, epoch_loop = trainer.fit_loop.epoch_progress, trainer.fit_loop.epoch_loop
         # as of the end of the epoch's validation, where Lightning's own epoch-end checkpoints
-        # are taken: the epoch not processed, its last batch not yet counted as stepped (the
-        # restore adds it, see _TrainingEpochLoop.reset)
-        shift = int(progress.total.processed == progress.total.completed + 1)
-        progress.total.processed -= shift
-        progress.current.processed -= shift
-        epoch_loop._batches_that_stepped -= shift
-        try:
-            checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-        finally:
-            progress.total.processed += shift
-            progress.current.processed += shift
-            epoch_loop._batches_that_stepped += shift
+        # are taken; without the trainer's barrier (the other ranks may be in a collective)
+        with before_epoch_marked_processed(trainer):
+            checkpoint = dump_checkpoint(trainer)
         trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, self.checkpoint_path)
 
     def _mark(self, trainer: L.Trainer, signum: int, where: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 
 from diffusion_lab.callbacks.epochs import is_due, is_last_epoch
+from diffusion_lab.callbacks.preemption import check_stop
 from diffusion_lab.diffusion import NoiseSchedule, Sampler
 from diffusion_lab.evaluation.classifier import MIN_HEIGHT
 from diffusion_lab.evaluation.judge_cache import Judge, JudgeOptions
@@ -215,7 +216,8 @@ class QualityPanel(L.Callback):
     ) -> dict[str, dict[str, Any]]:
         """Run the study on ``panel`` (name -> sampler) and log each entry's scores; the
         sampling's progress goes to ``progress`` (in training: the trainer's display or log
-        lines)."""
+        lines). Every chain stops between two steps once a preemption signal arrived
+        (``check_stop`` raises ``Preempted``; ``Preemption.on_exception`` saves the checkpoint)."""
         entries = [(PanelEntry(name), sampler) for name, sampler in panel.items()]
         with pl_module.sampling_net(self.use_ema) as net:
             rows = run_study(
@@ -230,6 +232,7 @@ class QualityPanel(L.Callback):
                 device=pl_module.device,
                 progress=progress,
                 features=self.features,
+                on_step=check_stop,  # SIGTERM during the panel: stop within a step (Preemption)
             )
         for name, row in zip(panel, rows):
             metrics = {

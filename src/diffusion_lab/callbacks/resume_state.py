@@ -28,8 +28,14 @@ import lightning as L
 import numpy as np
 import torch
 
-# ``_ResultMetric`` (Lightning's accumulator of one logged key) fields that hold the running sums
-_SUMS = ("value", "cumulated_batch_size")
+from diffusion_lab.callbacks._lightning import (
+    epoch_done,
+    epoch_name,
+    epoch_results,
+    epoch_sums,
+    set_epoch_sums,
+)
+from diffusion_lab.utils.seeding import fork_stream_for_rank
 
 
 def capture_rng() -> dict[str, Any]:
@@ -63,11 +69,8 @@ def restore_rng(state: dict[str, Any]) -> None:
 def _epoch_sums(trainer: L.Trainer) -> dict[str, dict[str, Any]]:
     """The running sums of the training epoch's epoch-level logged values, by logged name."""
     return {
-        metric.meta.forked_name(on_step=False): {
-            "prog_bar": metric.meta.prog_bar,
-            **{name: getattr(metric, name).detach().cpu().clone() for name in _SUMS},
-        }
-        for metric in trainer.fit_loop.epoch_loop._results.values()
+        epoch_name(metric): {"prog_bar": metric.meta.prog_bar, **epoch_sums(metric)}
+        for metric in epoch_results(trainer)
         if metric.meta.on_epoch and metric.meta.is_mean_reduction and metric.is_tensor
     }
 
@@ -89,7 +92,7 @@ class ResumeState(L.Callback):
         if trainer is not None and trainer.state.fn == "fit" and not trainer.sanity_checking:
             sums = {
                 "epoch": trainer.current_epoch,
-                "epoch_done": trainer.fit_loop.epoch_loop.done,  # batches all done: at its end
+                "epoch_done": epoch_done(trainer),  # batches all done: at its end
                 "values": _epoch_sums(trainer),
             }
         return {"rng": capture_rng(), "epoch_sums": sums}
@@ -104,7 +107,7 @@ class ResumeState(L.Callback):
         restore_rng(self._rng)
         self._rng = None
         if trainer.world_size > 1:  # each rank its own stream (see the module docstring)
-            torch.manual_seed(int(torch.randint(2**62, (1,))) + trainer.global_rank)
+            fork_stream_for_rank(trainer.global_rank)
 
     def _pending(self, trainer: L.Trainer, at_epoch_end: bool) -> dict[str, Any]:
         """The saved sums, once, if they belong to this point of this epoch."""
@@ -119,12 +122,10 @@ class ResumeState(L.Callback):
         if not self._sums:
             return
         saved = self._pending(trainer, at_epoch_end=False)
-        for metric in trainer.fit_loop.epoch_loop._results.values():
-            name = metric.meta.forked_name(on_step=False)
+        for metric in epoch_results(trainer):
+            name = epoch_name(metric)
             if name in saved and metric.meta.on_epoch:
-                for field in _SUMS:
-                    state = getattr(metric, field)
-                    setattr(metric, field, saved[name][field].to(state.device, state.dtype) + state)
+                set_epoch_sums(metric, saved[name], add=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Resumed at an epoch's end (from its validation or its grid): the epoch's values are
@@ -134,9 +135,5 @@ class ResumeState(L.Callback):
         for name, saved in self._pending(trainer, at_epoch_end=True).items():
             count = saved["cumulated_batch_size"]
             pl_module.log(name, saved["value"] / count, prog_bar=saved["prog_bar"], batch_size=1)
-            (metric,) = [
-                m for m in trainer.fit_loop.epoch_loop._results.values() if m.meta.name == name
-            ]
-            for field in _SUMS:
-                state = getattr(metric, field)
-                setattr(metric, field, saved[field].to(state.device, state.dtype))
+            (metric,) = [m for m in epoch_results(trainer) if m.meta.name == name]
+            set_epoch_sums(metric, saved, add=False)

@@ -1,15 +1,24 @@
-"""SampleGrids: every N epochs, DDPM beside DDIM on the same noise and contexts, timed, on disk
-and in every logger that takes images; a GIF of both denoising chains when training ends.
+"""SampleGrids: every N epochs, a panel of samplers (DDPM beside the sampler group's sampler by
+default) on the same noise and contexts, timed, on disk and in every logger that takes images; a
+GIF of their denoising chains when training ends.
+
+The samplers are partial sampler configs (name -> config, as conf/sampler/*.yaml), built on the
+module's schedule with ``pl_module.make_sampler`` as the quality panel builds its own: the grid's
+samplers are the ones the run samples with, options (``eps_scale``, ``clip_denoised``, ...)
+included.
 
 The last epoch's grid records the chains' trajectories as it samples, and the GIF is made from
 them: the final DDPM chain (T network calls) runs once, not once for the grid and again for the
 GIF. Only when training stops before its last epoch (max_steps, an interruption) does the GIF
-sample its own chains."""
+sample its own chains. Every chain stops between two steps once a preemption signal arrived
+(``stopping``)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -19,15 +28,17 @@ from PIL import Image
 
 from diffusion_lab.callbacks.epochs import is_due, is_last_epoch
 from diffusion_lab.callbacks.preemption import stopping
-from diffusion_lab.diffusion import DDIMSampler, DDPMSampler, Sampler
-from diffusion_lab.diffusion.samplers import StepCallback
+from diffusion_lab.diffusion import NoiseSchedule, Sampler
+from diffusion_lab.lit_module import Trajectory
 from diffusion_lab.runs.layout import SAMPLES_DIR
+from diffusion_lab.utils.checks import require_int
 from diffusion_lab.utils.images import labelled_grid, save_gif, save_image, side_by_side
 from diffusion_lab.utils.progress import ProgressFactory, track, trainer_progress
-from diffusion_lab.utils.timing import timed
 
 log = logging.getLogger(__name__)
-ANIMATION_COLUMNS = 4
+
+# a partial taking the noise schedule (what Hydra makes of a conf/sampler config) or such a config
+SamplerFactory = Callable[[NoiseSchedule], Sampler] | Mapping[str, Any]
 
 
 def one_hot_rows(num_classes: int, per_class: int) -> torch.Tensor:
@@ -35,77 +46,74 @@ def one_hot_rows(num_classes: int, per_class: int) -> torch.Tensor:
     return torch.eye(num_classes).repeat_interleave(per_class, dim=0)
 
 
-def timed_sample(
-    module,
-    sampler: Sampler,
-    noise: torch.Tensor,
-    contexts: torch.Tensor,
-    guidance_scale: float,
-    generator: torch.Generator | None = None,
-    on_step: StepCallback | None = None,
-) -> tuple[torch.Tensor, float]:
-    """(images, wall seconds) for one sampler run on the module's EMA weights; stops between
-    steps once a preemption signal arrived (``check_stop``), after calling ``on_step`` (progress)."""
-    contexts = contexts.to(module.device)
-    return timed(
-        lambda: module.sample(
-            contexts,
-            noise,
-            sampler=sampler,
-            guidance_scale=guidance_scale,
-            generator=generator,
-            on_step=stopping(on_step),
-        ),
-        module.device,
-    )
+def build_sampler(pl_module, factory: SamplerFactory) -> Sampler:
+    """A sampler on the module's schedule from a partial config (or the partial Hydra made)."""
+    if isinstance(factory, Mapping):
+        return pl_module.make_sampler(factory)
+    return factory(pl_module.schedule)
+
+
+def panel_title(sampler: Sampler, seconds: float) -> str:
+    """The sampler's own description: e.g. "DDIM, 25 NFE, 0.8 s"."""
+    return f"{sampler.label}, {sampler.nfe} NFE, {seconds:.1f} s"
 
 
 class SampleGrids(L.Callback):
-    """DDPM-vs-DDIM sample grids during training.
+    """Sample grids of a panel of samplers during training, side by side on the same noise.
 
     Args:
+        samplers: name -> partial sampler config (as conf/sampler/*.yaml) or the partial Hydra
+            made of one; one panel each, left to right. By default (conf/callbacks) ``ddpm``
+            (all T steps, the sampler group's variance and clipping) and ``ddim`` (the sampler
+            group's sampler: DDIM 25 steps unless ``sampler=`` says otherwise). Metrics:
+            ``samples/<name>_seconds``.
         output_dir: where ``epoch_XXX.png`` and ``denoising.gif`` go; default
             ``<trainer.default_root_dir>/samples``.
         every_n_epochs: write a grid after every N-th epoch (and always after the last).
         samples_per_class: images per row; one row per class.
-        ddim_steps, ddim_eta: the DDIM sampler; DDPM always runs all T steps.
-        ddpm_variance: ``beta`` (the course), ``posterior`` or ``none``.
-        clip_denoised: clamp both samplers' x0_hat to [-1, 1] (as the sampler group does).
-        guidance_scale: classifier-free guidance weight w for both samplers.
+        guidance_scale: classifier-free guidance weight w for every sampler.
         seed: seed of the fixed noise, the same every epoch so grids are comparable.
         scale: nearest-neighbour upscaling of the small images in the PNG.
-        animate: write ``denoising.gif`` at the end of training (the first 4 images of each row).
+        animate: write ``denoising.gif`` at the end of training.
         animation_frames: about how many frames the GIF has.
+        animation_columns: images of each class row the GIF shows (the full grid in every frame
+            would make a file of several MB: noise compresses badly).
     """
 
     def __init__(
         self,
+        samplers: Mapping[str, SamplerFactory],
         output_dir: str | None = None,
         every_n_epochs: int = 1,
         samples_per_class: int = 8,
-        ddim_steps: int = 25,
-        ddim_eta: float = 0.0,
-        ddpm_variance: str = "beta",
-        clip_denoised: bool = False,
         guidance_scale: float = 0.0,
         seed: int = 0,
         scale: int = 3,
         animate: bool = True,
         animation_frames: int = 25,
+        animation_columns: int = 4,
     ) -> None:
-        if every_n_epochs < 1 or samples_per_class < 1 or animation_frames < 1:
+        for name, value in (
+            ("every_n_epochs", every_n_epochs),
+            ("samples_per_class", samples_per_class),
+            ("animation_frames", animation_frames),
+            ("animation_columns", animation_columns),
+        ):
+            require_int(f"callbacks.samples.{name}", value, minimum=1)
+        self.factories = {name: f for name, f in (samplers or {}).items() if f is not None}
+        if not self.factories:
             raise ValueError(
-                "every_n_epochs, samples_per_class and animation_frames must be >= 1, got "
-                f"{every_n_epochs}, {samples_per_class}, {animation_frames}"
+                "callbacks.samples.samplers names no sampler; give name -> partial sampler "
+                "config, e.g. {ddpm: ..., ddim: ${sampler}}"
             )
         self.output_dir = Path(output_dir) if output_dir else None
         self.every_n_epochs = every_n_epochs
         self.samples_per_class = samples_per_class
-        self.ddim_steps, self.ddim_eta, self.ddpm_variance = ddim_steps, ddim_eta, ddpm_variance
-        self.clip_denoised = clip_denoised
         self.guidance_scale = guidance_scale
         self.seed, self.scale = seed, scale
         self.animate, self.animation_frames = animate, animation_frames
+        self.animation_columns = animation_columns
+        self.samplers: dict[str, Sampler] = {}
         self.last_grid: Path | None = None
         self.last_gif: Path | None = None
         self.last_images: dict[str, torch.Tensor] = {}  # the last grid's images, per sampler
@@ -116,12 +124,8 @@ class SampleGrids(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         if self.output_dir is None:
             self.output_dir = Path(trainer.default_root_dir) / SAMPLES_DIR
-        # build now, so a bad ddim_steps or variance fails before the first epoch, not after it
-        clip = self.clip_denoised
-        self.ddpm = DDPMSampler(pl_module.schedule, variance=self.ddpm_variance, clip_denoised=clip)
-        self.ddim = DDIMSampler(
-            pl_module.schedule, steps=self.ddim_steps, eta=self.ddim_eta, clip_denoised=clip
-        )
+        # build now, so a bad sampler option fails before the first epoch, not after it
+        self.samplers = {name: build_sampler(pl_module, f) for name, f in self.factories.items()}
         generator = torch.Generator().manual_seed(self.seed)
         self.contexts = one_hot_rows(pl_module.num_classes, self.samples_per_class)
         self.noise = torch.randn(
@@ -147,24 +151,23 @@ class SampleGrids(L.Callback):
         # the last grid also records the GIF's frames: its chains are sampled once for both
         record = last and self.animate
         progress = trainer_progress(trainer)
-        (ddpm_images, ddpm_seconds), (ddim_images, ddim_seconds) = (
-            self._grid_panel(pl_module, name, sampler, record, progress)
-            for name, sampler in (("ddpm", self.ddpm), ("ddim", self.ddim))
-        )
-        self.last_images = {"ddpm": ddpm_images, "ddim": ddim_images}
-        ddpm_title = f"DDPM {self.ddpm.nfe} steps, {ddpm_seconds:.1f} s"
-        ddim_title = f"DDIM {self.ddim.nfe} steps (eta {self.ddim_eta:g}), {ddim_seconds:.1f} s"
+        runs = {
+            name: self._grid_panel(pl_module, name, sampler, record, progress)
+            for name, sampler in self.samplers.items()
+        }
+        self.last_images = {name: run.images for name, run in runs.items()}
+        titles = {name: panel_title(self.samplers[name], run.seconds) for name, run in runs.items()}
         caption = f"epoch {epoch}, EMA weights, guidance {self.guidance_scale:g}: same noise"
         picture = side_by_side(
-            [self._panel(ddpm_images, ddpm_title), self._panel(ddim_images, ddim_title)], caption
+            [self._panel(runs[name].images, titles[name]) for name in runs], caption
         )
         self.last_grid = save_image(picture, self.output_dir / f"epoch_{epoch:03d}.png")
         pl_module.log_dict(
-            {"samples/ddpm_seconds": ddpm_seconds, "samples/ddim_seconds": ddim_seconds},
+            {f"samples/{name}_seconds": run.seconds for name, run in runs.items()},
             rank_zero_only=True,
         )
-        full_caption = f"{ddpm_title} | {ddim_title} | {caption}"
-        self._log_picture(trainer, picture, full_caption)
+        described = [f"{name}: {self.samplers[name]!r}, {titles[name]}" for name in runs]
+        self._log_picture(trainer, picture, " | ".join([*described, caption]))
 
     def _log_picture(self, trainer: L.Trainer, picture: Image.Image, caption: str) -> None:
         for logger in trainer.loggers:
@@ -180,15 +183,14 @@ class SampleGrids(L.Callback):
         if not self.animate or not trainer.is_global_zero:
             return
         if self.final_trajectories:  # recorded while sampling the last epoch's grid
-            frames = self._pictures(
-                self.final_trajectories["ddpm"], self.final_trajectories["ddim"]
-            )
+            frames = self._pictures(self.final_trajectories)
         else:
             frames = self.animation(pl_module, trainer_progress(trainer))
         self.last_gif = save_gif(frames, self.output_dir / "denoising.gif")
+        labels = " | ".join(sampler.label for sampler in self.samplers.values())
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_video("denoising", [str(self.last_gif)], caption=["DDPM | DDIM"])
+                logger.log_video("denoising", [str(self.last_gif)], caption=[labels])
         log.info("wrote %s", self.last_gif)
 
     def _every(self, sampler: Sampler) -> int:
@@ -196,79 +198,66 @@ class SampleGrids(L.Callback):
         return max(1, sampler.nfe // self.animation_frames)
 
     def _animated(self) -> torch.Tensor:
-        """Rows of the grid the GIF shows: the first ANIMATION_COLUMNS images of each class row
-        (the full grid in every frame would make a file of several MB: noise compresses badly)."""
-        columns = min(self.samples_per_class, ANIMATION_COLUMNS)
+        """Rows of the grid the GIF shows: the first ``animation_columns`` images of each row."""
+        columns = min(self.samples_per_class, self.animation_columns)
         return torch.arange(len(self.noise)).view(-1, self.samples_per_class)[:, :columns].flatten()
 
-    def _grid_panel(
-        self, pl_module, name: str, sampler: Sampler, record: bool, progress: ProgressFactory
-    ) -> tuple[torch.Tensor, float]:
-        """(images, seconds) of one sampler on the grid's noise; with ``record``, from its
-        trajectory, whose GIF rows are kept in `final_trajectories[name]`."""
-        noise = self.noise.to(pl_module.device)
-        generator = torch.Generator().manual_seed(self.seed)
-        with progress(f"grid {name.upper()}-{sampler.nfe}") as bar:
-            if not record:
-                return timed_sample(
-                    pl_module,
-                    sampler,
-                    noise,
-                    self.contexts,
-                    self.guidance_scale,
-                    generator,
-                    bar.on_step,
-                )
-            contexts = self.contexts.to(pl_module.device)
-
-            def run() -> tuple[torch.Tensor, list[int]]:
-                with pl_module.sampling_net(use_ema=True) as net:
-                    every, hook = self._every(sampler), stopping(bar.on_step)
-                    return sampler.trajectory(
-                        net, noise, every, contexts, self.guidance_scale, generator, on_step=hook
-                    )
-
-            (frames, times), seconds = timed(run, pl_module.device)
-        self.final_trajectories[name] = (frames[:, self._animated()], times)
-        return frames[-1], seconds
-
-    def _trajectory(
-        self, pl_module, sampler: Sampler, progress: ProgressFactory = track
-    ) -> tuple[torch.Tensor, list[int]]:
-        keep = self._animated()
-        noise = self.noise[keep].to(pl_module.device)
-        contexts = self.contexts[keep].to(pl_module.device)
-        name = type(sampler).__name__.removesuffix("Sampler")
-        with pl_module.sampling_net(use_ema=True) as net, progress(f"GIF {name}") as bar:
-            return sampler.trajectory(
-                net,
-                noise,
-                self._every(sampler),
+    def _sample(
+        self,
+        pl_module,
+        sampler: Sampler,
+        label: str,
+        progress: ProgressFactory,
+        keep: torch.Tensor | None = None,
+        frames: bool = False,
+    ) -> Trajectory:
+        """One chain on the grid's noise (its ``keep`` images), with a progress display and the
+        stop check; with ``frames``, about ``animation_frames`` frames of it."""
+        noise, contexts = self.noise, self.contexts
+        if keep is not None:
+            noise, contexts = noise[keep], contexts[keep]
+        with progress(label) as bar:
+            return pl_module.sample_trajectory(
                 contexts,
+                noise,
+                sampler,
                 self.guidance_scale,
                 torch.Generator().manual_seed(self.seed),
+                use_ema=True,
+                frame_every=self._every(sampler) if frames else None,
                 on_step=stopping(bar.on_step),
             )
 
-    def animation(self, pl_module, progress: ProgressFactory = track) -> list[Image.Image]:
-        """GIF frames: DDPM and DDIM denoising the same noise side by side (sampled now)."""
-        return self._pictures(
-            self._trajectory(pl_module, self.ddpm, progress),
-            self._trajectory(pl_module, self.ddim, progress),
-        )
+    def _grid_panel(
+        self, pl_module, name: str, sampler: Sampler, record: bool, progress: ProgressFactory
+    ) -> Trajectory:
+        """One sampler on the grid's noise; with ``record``, from its trajectory, whose GIF rows
+        are kept in `final_trajectories[name]`."""
+        label = f"grid {name.upper()}-{sampler.nfe}"
+        run = self._sample(pl_module, sampler, label, progress, frames=record)
+        if record:
+            self.final_trajectories[name] = (run.frames[:, self._animated()], run.timesteps)
+        return run
 
-    def _pictures(
-        self, ddpm: tuple[torch.Tensor, list[int]], ddim: tuple[torch.Tensor, list[int]]
-    ) -> list[Image.Image]:
-        """One side-by-side picture per frame; the shorter chain holds its last frame."""
-        (ddpm_frames, ddpm_times), (ddim_frames, ddim_times) = ddpm, ddim
-        count = max(len(ddpm_times), len(ddim_times))
+    def animation(self, pl_module, progress: ProgressFactory = track) -> list[Image.Image]:
+        """GIF frames: every sampler denoising the same noise, side by side (sampled now)."""
+        chains = {}
+        for name, sampler in self.samplers.items():
+            run = self._sample(
+                pl_module, sampler, f"GIF {sampler.label}", progress, self._animated(), True
+            )
+            chains[name] = (run.frames, run.timesteps)
+        return self._pictures(chains)
+
+    def _pictures(self, chains: Mapping[str, tuple[torch.Tensor, list[int]]]) -> list[Image.Image]:
+        """One side-by-side picture per frame; a shorter chain holds its last frame."""
+        count = max(len(times) for _, times in chains.values())
         pictures = []
         for index in range(count):
-            i, j = min(index, len(ddpm_times) - 1), min(index, len(ddim_times) - 1)
-            panels = [
-                self._panel(ddpm_frames[i], f"DDPM t={ddpm_times[i]}"),
-                self._panel(ddim_frames[j], f"DDIM t={ddim_times[j]}"),
-            ]
+            panels = []
+            for name, (frames, times) in chains.items():
+                i = min(index, len(times) - 1)
+                label = self.samplers[name].label
+                panels.append(self._panel(frames[i], f"{label} t={times[i]}"))
             pictures.append(side_by_side(panels))
         return pictures

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import lightning as L
 
+from diffusion_lab.callbacks._lightning import hpc_save_path
+
 log = logging.getLogger(__name__)
 
 # SLURM ends a requeued job (SIGTERM, then SIGKILL after KillWait): waiting longer means it did not
@@ -21,7 +23,7 @@ REQUEUE_WAIT_S = 300.0
 
 def hpc_checkpoint_path(trainer: L.Trainer) -> Path:
     """``<default_root_dir>/hpc_ckpt_<N+1>.ckpt``: the name Lightning's requeue handler saves to."""
-    return Path(trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir))
+    return hpc_save_path(trainer)
 
 
 def slurm_job_id() -> str:

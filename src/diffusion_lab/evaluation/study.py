@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from diffusion_lab.diffusion import NFECounter, Sampler
-from diffusion_lab.diffusion.samplers import Model
+from diffusion_lab.diffusion.samplers import Model, StepCallback
 from diffusion_lab.evaluation.classifier import ImageClassifier
 from diffusion_lab.evaluation.metrics import (
     check_kid_subset_size,
@@ -82,6 +82,17 @@ def _device_of(net: Model) -> torch.device:
     return torch.device("cpu")
 
 
+def _both(first: StepCallback, then: StepCallback | None) -> StepCallback:
+    if then is None:
+        return first
+
+    def hook(index: int, total: int, t_prev: int, x: torch.Tensor) -> None:
+        first(index, total, t_prev, x)
+        then(index, total, t_prev, x)
+
+    return hook
+
+
 def run_study(
     net: Model,
     samplers: Sequence[tuple[PanelEntry, Sampler]],
@@ -94,6 +105,7 @@ def run_study(
     device: torch.device | str | None = None,
     progress: ProgressFactory = track,
     features: torch.nn.Module | None = None,
+    on_step: StepCallback | None = None,
 ) -> list[dict[str, Any]]:
     """Sample with every sampler from the same noise and contexts, time it, score it.
 
@@ -105,6 +117,8 @@ def run_study(
     classes and against ``real_images`` (M, C, H, W) in [-1, 1]. ``progress(label)`` shows each
     sampler's steps (default: a rich bar in a terminal, else log lines). FID and KID use the
     judge's features, or ``features`` (:func:`~diffusion_lab.evaluation.metrics.feature_extractor`).
+    ``on_step``, when given, is called after every step too, after the progress (a caller's stop
+    check: an exception it raises ends the study there).
 
     Returns one row per sampler with :data:`ROW_FIELDS`: sampler (the entry's family), options
     (its options as text), steps (the sampler's ``steps``, else its NFE: T for DDPM), eta (the
@@ -129,7 +143,7 @@ def run_study(
         counter = NFECounter(net)
         with progress(entry.label) as bar:
             run = partial(sampler.sample, counter, noise, contexts, guidance_scale, generator)
-            images, seconds = timed(partial(run, on_step=bar.on_step), device)
+            images, seconds = timed(partial(run, on_step=_both(bar.on_step, on_step)), device)
         images = images.float().cpu()
         row = {
             "sampler": entry.family,

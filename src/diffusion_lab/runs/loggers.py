@@ -4,7 +4,6 @@ run folder) are config values: conf/logger/wandb.yaml and the resolvers in diffu
 
 from __future__ import annotations
 
-import csv
 import netrc
 import os
 from typing import Any
@@ -13,6 +12,8 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+from diffusion_lab.callbacks._lightning import continuing_experiment
 
 DEFAULT_WANDB_HOST = "https://api.wandb.ai"
 
@@ -48,16 +49,6 @@ def make_wandb_logger(offline: bool | None = None, **kwargs: Any) -> WandbLogger
     return WandbLogger(offline=wandb_offline(offline), **kwargs)
 
 
-class _ContinuingWriter(ExperimentWriter):
-    """Lightning's CSV writer, but an existing metrics.csv is continued (its columns kept, rows
-    appended) instead of deleted."""
-
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as stream:
-                self.metrics_keys = sorted(csv.DictReader(stream).fieldnames or [])
-
-
 class ContinuingCSVLogger(CSVLogger):
     """Lightning's CSVLogger that appends to the run folder's metrics.csv: a run resumed with
     ``resume=<run folder>`` continues its loss curve in the same file."""
@@ -65,7 +56,4 @@ class ContinuingCSVLogger(CSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
-        return self._experiment
+        return continuing_experiment(self)  # Lightning's internals: callbacks/_lightning.py

@@ -116,6 +116,11 @@ class Sampler(ABC):
         noise levels); it ends on t = 0 after the last."""
 
     @property
+    def label(self) -> str:
+        """The family's short name, e.g. "DDIM" for a DDIMSampler (titles, progress labels)."""
+        return type(self).__name__.removesuffix("Sampler")
+
+    @property
     def nfe(self) -> int:
         """Network calls per :meth:`sample`: one per visited timestep."""
         return len(self.timesteps)
