@@ -4,6 +4,7 @@ eager loss curve within float tolerance; compiled sampling gives the eager image
 from __future__ import annotations
 
 import functools
+import shutil
 
 import lightning as L
 import pytest
@@ -93,15 +94,17 @@ def test_fused_optimizer_falls_back_with_a_warning_where_there_are_no_kernels() 
     assert isinstance(optimizer, torch.optim.Rprop)
 
 
-def compile_works() -> bool:
-    try:
-        return bool(torch.compile(lambda x: x + 1)(torch.zeros(1)) == 1)
-    except Exception:  # no C compiler, unsupported Python, ...: the fast path is unavailable here
-        return False
+def c_compiler() -> str | None:
+    """torch.compile's CPU backend (inductor) builds C++ kernels: without a compiler it cannot
+    run at all, the one condition under which the compile test is skipped; any other failure of
+    torch.compile fails the test."""
+    return shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not compile_works(), reason="torch.compile does not work on this machine")
+@pytest.mark.skipif(
+    c_compiler() is None, reason="no C++ compiler: torch.compile cannot build CPU kernels"
+)
 def test_compiled_net_trains_and_samples_as_the_eager_net() -> None:
     eager, eager_module = fit_losses(steps=3)
     compiled, compiled_module = fit_losses(steps=3, compile_net=True)
