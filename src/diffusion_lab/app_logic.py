@@ -161,7 +161,7 @@ def generate(
     grid = labelled_grid(samples.images, [label], title=title, scale=scale)
     frames = [
         labelled_grid(frame, [label], title=f"t={t}", scale=scale)
-        for frame, t in zip(samples.frames, samples.frame_times)
+        for frame, t in zip(samples.frames, samples.timesteps)
     ]
     animation = save_gif(frames, Path(tempfile.mkdtemp(dir=out_dir)) / "denoising.gif")
     return Generated(grid, title, animation)
