@@ -4,15 +4,20 @@ train and sample from their checkpoints through the entry points."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from omegaconf import OmegaConf
 from test_lit_module import make_module
 from test_sample import check_ok, load_arrays, run_sample
 from test_train import compose_train, run_train
 
+from diffusion_lab import CONFIG_DIR
 from diffusion_lab.diffusion.predictions import EpsModel
 from diffusion_lab.lit_module import DiffusionModule
 from diffusion_lab.train import build_module
+from diffusion_lab.utils.images import to_uint8
 
 ZERO_SNR = {
     "_target_": "diffusion_lab.diffusion.make_schedule",
@@ -72,11 +77,39 @@ def test_sampling_net_converts_v_and_x0_nets_and_passes_eps_nets(tmp_path):
         path = tmp_path / f"{prediction}.ckpt"
         trainer.save_checkpoint(path)
         assert DiffusionModule.load_from_checkpoint(path).prediction == prediction
-        # a checkpoint from before the option predicted eps
-        checkpoint = torch.load(path, weights_only=False)
-        del checkpoint["hyper_parameters"]["prediction"]
-        torch.save(checkpoint, path)
-        assert DiffusionModule.load_from_checkpoint(path).prediction == "eps"
+
+
+class HandConverted(torch.nn.Module):
+    """An eps-model from a v or x0 net, written out from the formulas (not EpsModel):
+    v: eps = sigma x_t + alpha v, x0 = alpha x_t - sigma v; x0: eps = (x_t - alpha x0) / sigma."""
+
+    def __init__(self, net: torch.nn.Module, prediction: str, alpha_bars: torch.Tensor) -> None:
+        super().__init__()
+        self.net, self.prediction, self.alpha_bars = net, prediction, alpha_bars
+
+    def eps_and_x0(self, x, t, context):
+        timestep = (t * (len(self.alpha_bars) - 1)).round().long()
+        alpha_bar = self.alpha_bars[timestep].to(x.dtype).view(-1, 1, 1, 1)
+        alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+        output = self.net(x, t, context)
+        if self.prediction == "v":
+            return sigma * x + alpha * output, alpha * x - sigma * output
+        return (x - alpha * output) / sigma, output
+
+    def forward(self, x, t, context):
+        return self.eps_and_x0(x, t, context)[0]
+
+
+def sample_by_hand(module: DiffusionModule, sampler, prediction: str) -> torch.Tensor:
+    """diffusion-sample's chain for contexts=[0,3] n=2 seed=0 (its noise and generator), on the
+    EMA net read as a ``prediction`` net; uint8 images (4, C, H, W) as the command writes them."""
+    contexts = torch.eye(module.num_classes)[[0, 0, 3, 3]]
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn((4, *module.image_shape), generator=generator)
+    net = module.ema.module.eval()
+    model = HandConverted(net, prediction, module.schedule.alpha_bars)
+    images = sampler.sample(model, noise, contexts, 0.0, generator)
+    return to_uint8(images).int()
 
 
 def test_zero_terminal_snr_is_refused_for_eps_prediction_where_the_module_is_built(tmp_path):
@@ -128,5 +161,15 @@ def test_v_and_x0_runs_train_and_sample_from_their_checkpoints(tmp_path, overrid
             out, f"ckpt_path={checkpoint}", f"sampler={sampler}", "contexts=[0,3]", "n=2", *steps
         )
         check_ok(result)
-        images = load_arrays(out)["images"]
-        assert images.shape == (4, 16, 16, 1) and images.std() > 0
+        images = torch.from_numpy(load_arrays(out)["images"]).permute(0, 3, 1, 2).int()
+        assert images.shape == (4, 1, 16, 16)
+        # the same chain in this process, with the target converted to eps by hand (Salimans &
+        # Ho): the command's images come from the net's v / x0 read as that target
+        config = OmegaConf.load(Path(CONFIG_DIR) / "sampler" / f"{sampler}.yaml")
+        if steps:
+            config.steps = 5
+        by_hand = sample_by_hand(module, module.make_sampler(config), module.prediction)
+        assert (images - by_hand).abs().max() <= 1  # uint8 rounding of float32 differences
+        other = {"v": "x0", "x0": "v"}[module.prediction]  # the net read as the wrong target
+        wrong = sample_by_hand(module, module.make_sampler(config), other)
+        assert (images - wrong).abs().float().mean() > 5  # so the check above can fail
