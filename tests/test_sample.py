@@ -244,8 +244,8 @@ def test_bad_input_fails_before_any_output(bad_paths, tmp_path, ckpt, override, 
 
 
 def test_unknown_sampler_is_hydras_error_naming_the_options(tmp_path):
-    with pytest.raises(MissingConfigException, match=r"(?s)sampler/euler.*ddim.*ddpm"):
-        compose_sample(f"ckpt_path={tmp_path / 'never_read.ckpt'}", "sampler=euler")
+    with pytest.raises(MissingConfigException, match=r"(?s)sampler/nosuch.*ddim.*ddpm.*euler"):
+        compose_sample(f"ckpt_path={tmp_path / 'never_read.ckpt'}", "sampler=nosuch")
 
 
 def test_the_command_fails_with_the_message_and_no_files(checkpoint, tmp_path):

@@ -18,7 +18,12 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import open_dict
 
 from diffusion_lab import CONFIG_DIR
-from diffusion_lab.train import build_callbacks, build_loggers, build_module
+from diffusion_lab.train import (
+    build_callbacks,
+    build_loggers,
+    build_module,
+    check_metrics_can_be_logged,
+)
 
 # tiny but real: a narrow net and a short chain keep each run to seconds on two CPU cores
 TINY = [
@@ -65,7 +70,7 @@ def compose_train(tmp_path: Path, *overrides: str):
 
 GROUP_OPTIONS = {
     "scheduler": ["linear", "cosine", "quadratic", "sigmoid"],
-    "sampler": ["ddpm", "ddim", "dpmpp"],
+    "sampler": ["ddpm", "ddim", "dpmpp", "dpmpp_sde", "euler", "heun"],
     "trainer": ["default", "cpu", "gpu", "ddp"],
     "logger": ["wandb", "csv", "tensorboard", "none"],
     "data": ["digits", "sprites", "cifar10", "folder"],
@@ -164,7 +169,7 @@ def test_model_that_does_not_fit_the_data_fails_before_training(tmp_path):
     run_dir = tmp_path / "run"
     result = run_train(run_dir, "model.height=32", "logger=csv", check=False)
     assert result.returncode != 0
-    assert "model takes (1, 32, 32)" in result.stderr
+    assert "the model (n_cfeat=10) takes images (1, 32, 32) of 10 classes" in result.stderr
     assert not (run_dir / "samples").exists()
 
 
@@ -235,6 +240,7 @@ def test_ddp_on_two_cpu_processes_shares_one_run_folder(tmp_path):
 def test_no_validation_set_with_a_val_monitor_is_refused_up_front(tmp_path):
     cfg = compose_train(tmp_path, "data.val_fraction=0")
     with pytest.raises(ValueError, match="callbacks.checkpoint monitors 'val/loss'"):
-        build_callbacks(cfg, have_logger=False)
+        check_metrics_can_be_logged(cfg)
     cfg = compose_train(tmp_path, "data.val_fraction=0", "callbacks.checkpoint.monitor=null")
+    check_metrics_can_be_logged(cfg)
     assert build_callbacks(cfg, have_logger=False)

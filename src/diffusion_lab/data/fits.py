@@ -28,9 +28,9 @@ def check_data_fits(
     )
     if tuple(data_shape) == tuple(model_shape) and not names_differ:
         return
-    classes = model_names or f"{model_num_classes} unnamed classes"
+    classes = f"the classes {model_names}" if model_names else f"{model_num_classes} classes"
     raise InputError(
         f"the data gives images {tuple(data_shape)} of the {len(data_names)} classes "
-        f"{data_names}, but {model} takes images {tuple(model_shape)} of the classes "
-        f"{classes}" + (f"; {fix}" if fix else "")
+        f"{data_names}, but {model} takes images {tuple(model_shape)} of {classes}"
+        + (f"; {fix}" if fix else "")
     )
