@@ -79,8 +79,11 @@ def rows(sweep: Path) -> list[dict]:
 def test_two_jobs_run_at_once_with_half_the_cores_each_and_a_failed_one_is_recorded(tmp_path):
     sweep = tmp_path / "sweep"
     # job 1 fails after its training: the metric it should rank by was never logged
+    # long enough (3 epochs of 2 batches, a quality panel each) that the two overlap even when the
+    # second worker starts a few seconds after the first on an idle machine
+    three_epochs = [o.replace("max_epochs=1", "max_epochs=3") for o in ONE_EPOCH]
     command = sweep_command(
-        sweep, *ONE_EPOCH, "optimized_metric=val/loss,quality/none/fid", quality=True
+        sweep, *three_epochs, "optimized_metric=val/loss,quality/none/fid", quality=True
     )
     result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=900)
     assert result.returncode != 0  # a failed job fails the sweep, after its batch
