@@ -3,6 +3,7 @@ any file (Hydra's own .hydra/ and log aside): data files, checkpoints, run folde
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -55,6 +56,10 @@ def test_impossible_numbers_stop_training_before_any_file(tmp_path, override, me
 
 
 # --- through the real commands: one line on stderr, status 2, no traceback, nothing written ----
+# Every case runs the command's real entry point (its @hydra.main function, with the command line
+# in sys.argv) inside this process: importing torch and Lightning costs a subprocess ~15 s on two
+# cores, the check itself ~1 s. One case per command also runs as its own process
+# (test_each_command_refuses_in_its_own_process), for the exit status the shell sees.
 ENTRY_POINTS = {
     "diffusion-train": ("diffusion_lab.train", "train.log"),
     "diffusion-sample": ("diffusion_lab.sample", "sample.log"),
@@ -62,13 +67,40 @@ ENTRY_POINTS = {
 }
 
 
+def command_line(command: str, run_dir: Path, *overrides: str) -> list[str]:
+    """The arguments after the command's name: its run folder, the tiny net for training."""
+    tiny = [*TINY, "logger=csv"] if command == "diffusion-train" else []
+    return [f"hydra.run.dir={run_dir}", *tiny, *overrides]
+
+
 def run_command(command: str, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     """``command`` (a Hydra entry point, as its console script runs it) writing into run_dir."""
     module, _ = ENTRY_POINTS[command]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    tiny = [*TINY, "logger=csv"] if command == "diffusion-train" else []
-    argv = [sys.executable, "-m", module, f"hydra.run.dir={run_dir}", *tiny, *overrides]
+    argv = [sys.executable, "-m", module, *command_line(command, run_dir, *overrides)]
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+
+
+def run_in_process(
+    command: str, run_dir: Path, capfd: pytest.CaptureFixture, *overrides: str
+) -> SimpleNamespace:
+    """``command``'s entry point called here with the command line in sys.argv, as its console
+    script calls it; returns what a subprocess would: its status, stdout and stderr."""
+    module, _ = ENTRY_POINTS[command]
+    main = importlib.import_module(module).main
+    capfd.readouterr()
+    argv = sys.argv
+    sys.argv = [command, *command_line(command, run_dir, *overrides)]
+    try:
+        main()
+        returncode = 0
+    except SystemExit as stop:
+        returncode = stop.code
+    finally:
+        sys.argv = argv
+        HydraConfig.instance().cfg = None
+    output = capfd.readouterr()
+    return SimpleNamespace(returncode=returncode, stdout=output.out, stderr=output.err)
 
 
 def assert_refused(
@@ -165,14 +197,14 @@ TRAIN_CASES = {
 
 @pytest.mark.parametrize("case", list(TRAIN_CASES))
 def test_diffusion_train_refuses_bad_input_with_one_line(
-    tmp_path, cut_checkpoint, sprites_root, folder_root, case
+    tmp_path, capfd, cut_checkpoint, sprites_root, folder_root, case
 ):
     overrides, message = TRAIN_CASES[case]
     inputs = SimpleNamespace(
         tmp=tmp_path, cut=cut_checkpoint, sprites=sprites_root, folder=folder_root
     )
     run_dir = tmp_path / "run"
-    result = run_command("diffusion-train", run_dir, *overrides(inputs))
+    result = run_in_process("diffusion-train", run_dir, capfd, *overrides(inputs))
     assert_refused(result, "diffusion-train", message, run_dir)
     assert not (run_dir / "result.json").exists()
 
@@ -188,11 +220,26 @@ def test_diffusion_train_refuses_bad_input_with_one_line(
     ],
 )
 def test_sample_and_eval_refuse_bad_input_with_one_line(
-    tmp_path, cut_checkpoint, command, overrides, message
+    tmp_path, capfd, cut_checkpoint, command, overrides, message
 ):
     run_dir = tmp_path / "run"
-    result = run_command(command, run_dir, *(o.format(cut=cut_checkpoint) for o in overrides))
+    given = (o.format(cut=cut_checkpoint) for o in overrides)
+    result = run_in_process(command, run_dir, capfd, *given)
     assert_refused(result, command, message, run_dir)
+
+
+@pytest.mark.parametrize(
+    ("command", "override", "message"),
+    [
+        ("diffusion-train", "data.batch_size=0", "data.batch_size must be an integer >= 1, got 0"),
+        ("diffusion-sample", "n=0", "n must be an integer >= 1, got 0"),
+        ("diffusion-eval", "n_per_class=0", "n_per_class must be an integer >= 1, got 0"),
+    ],
+)
+def test_each_command_refuses_in_its_own_process(tmp_path, command, override, message):
+    """What the shell sees: status 2 and the one line, from a process of its own."""
+    run_dir = tmp_path / "run"
+    assert_refused(run_command(command, run_dir, override), command, message, run_dir)
 
 
 def test_diffusion_summary_refuses_a_missing_folder_with_one_line(tmp_path):
@@ -206,11 +253,12 @@ def test_diffusion_summary_refuses_a_missing_folder_with_one_line(tmp_path):
     assert result.stdout == ""
 
 
-def test_an_old_checkpoint_name_with_equals_is_hydras_own_one_line_error(tmp_path):
+def test_an_old_checkpoint_name_with_equals_is_hydras_own_one_line_error(tmp_path, capfd):
     """The table's first row comes from Hydra's override parser, before any of our code runs:
     Hydra's own message and status (1), also without a traceback."""
     run_dir = tmp_path / "run"
-    result = run_command("diffusion-sample", run_dir, "ckpt_path=run/best-epoch=016.ckpt")
+    bad = "ckpt_path=run/best-epoch=016.ckpt"
+    result = run_in_process("diffusion-sample", run_dir, capfd, bad)
     assert result.returncode == 1
     assert "mismatched input '='" in result.stderr and "Traceback" not in result.stderr
     assert not run_dir.exists()
