@@ -26,9 +26,10 @@ QUICK = [
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
+def trained_run(tmp_path_factory, tiny_run: Path) -> Path:
+    """A copy of conftest's tiny_run (a real one-epoch run) where diffusion-train puts runs."""
     run_dir = tmp_path_factory.mktemp("paths") / "outputs" / "train" / "runs" / "2026-01-01_00-00"
-    run_train(run_dir, *QUICK)
+    shutil.copytree(tiny_run, run_dir)
     return run_dir
 
 

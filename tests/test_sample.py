@@ -16,7 +16,6 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
-from test_train import run_train
 
 from diffusion_lab import CONFIG_DIR
 from diffusion_lab.diffusion import DDIMSampler, DDPMSampler, make_schedule
@@ -30,18 +29,10 @@ TINY_DDIM = "sampler.steps=5"  # the tiny checkpoint has T = 20 timesteps, DDIM 
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    """A run folder with best-*.ckpt and last.ckpt from one short real epoch on the digits."""
-    run_dir = tmp_path_factory.mktemp("sample") / "train"
-    run_train(
-        run_dir,
-        "trainer.max_epochs=1",
-        "logger=csv",
-        "callbacks.samples.animate=false",
-        "+trainer.limit_train_batches=2",
-        "+trainer.limit_val_batches=1",
-    )
-    return run_dir
+def trained_run(tiny_run: Path) -> Path:
+    """A run folder with best-*.ckpt and last.ckpt from one short real epoch on the digits
+    (conftest's tiny_run, shared with other test files; only read here)."""
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
