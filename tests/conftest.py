@@ -159,3 +159,15 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "+trainer.limit_val_batches=1",
     )
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def epoch_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder from one real epoch over the whole digits training set (T = 20, n_feat = 8)
+    with everything on by default: grids, GIF, the quality panel, checkpoints, an offline W&B
+    run; shared by diffusion-train's and diffusion-eval's tests, which only read it."""
+    from test_train import run_train
+
+    run_dir = tmp_path_factory.mktemp("digits") / "run"
+    run_train(run_dir, "trainer.max_epochs=1")
+    return run_dir

@@ -22,19 +22,19 @@ pytest.importorskip("gradio", reason="the app extra is not installed (pip instal
 from gradio_client import Client, handle_file  # noqa: E402
 
 from diffusion_lab.app_logic import (  # noqa: E402
+    SamplerChoice,
     context_label,
     contexts_from_sliders,
     list_checkpoints,
     picture_from_editor,
-    sampler_config,
 )
 from diffusion_lab.utils.images import LINE_HEIGHT  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 OFFLINE = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
 ONE_HOT_3 = [0.0, 0.0, 0.0, 1.0] + [0.0] * 6
-# family, steps, eta, order, guidance, seed, images
-OPTIONS = ["ddim", 5, 0.0, 2, 1.0, 3, 4]
+# family, steps, eta, order, churn, guidance, seed, images
+OPTIONS = ["ddim", 5, 0.0, 2, 0.0, 1.0, 3, 4]
 
 
 # --- the logic, in process --------------------------------------------------------------------
@@ -49,14 +49,18 @@ def test_sliders_give_contexts_and_labels():
 
 
 def test_sampler_options_reach_the_config():
-    assert sampler_config("ddim", 7, 0.5, 3) | {} == sampler_config("ddim", 7, 0.5, 1)
-    ddim = sampler_config("ddim", 7.0, 0.5, 3)
+    ddim = SamplerChoice("ddim", 7.0, 0.5, 3, 20.0).config()
+    assert ddim == SamplerChoice("ddim", 7, 0.5, 1, 0.0).config()  # order, churn: not DDIM's
     assert (ddim["steps"], ddim["eta"], ddim["_partial_"]) == (7, 0.5, True)
-    dpm = sampler_config("dpmpp", 9, 0.5, 3)
+    dpm = SamplerChoice("dpmpp", 9, 0.5, 3).config()
     assert (dpm["steps"], dpm["order"]) == (9, 3) and "eta" not in dpm
-    assert "steps" not in sampler_config("ddpm", 9, 0.5, 3)
-    with pytest.raises(ValueError, match=r"unknown sampler 'euler'; accepted: ddim, ddpm, dpmpp"):
-        sampler_config("euler", 5, 0, 1)
+    assert "steps" not in SamplerChoice("ddpm", 9, 0.5, 3).config()
+    for family in ("euler", "heun"):
+        edm = SamplerChoice(family, 6, 0.5, 3, 30.0).config()
+        assert (edm["steps"], edm["churn"], "eta" in edm, "order" in edm) == (6, 30.0, False, False)
+    accepted = "accepted: ddim, ddpm, dpmpp, euler, heun"
+    with pytest.raises(ValueError, match=rf"unknown sampler 'lms'; {accepted}"):
+        SamplerChoice("lms", 5).config()
 
 
 def test_checkpoint_picker_lists_runs_newest_first(tmp_path):
@@ -151,12 +155,15 @@ def test_generate_endpoint_gives_grid_gif_and_nfe(client, tiny_run):
         assert animation.format == "GIF" and animation.n_frames == 1 + 5
     same, _, _ = client.predict(str(tiny_run), *OPTIONS, *ONE_HOT_3, api_name="/generate")
     np.testing.assert_array_equal(grid_rows(same), grid_rows(grid))
-    options = [*OPTIONS[:5], 4, OPTIONS[6]]  # another seed
+    options = [*OPTIONS[:6], 4, OPTIONS[7]]  # another seed
     other, _, _ = client.predict(str(tiny_run), *options, *ONE_HOT_3, api_name="/generate")
     assert not np.array_equal(grid_rows(other), grid_rows(grid))
-    dpm = ["dpmpp", 4, 0.0, 3, 0.0, 3, 2]
+    dpm = ["dpmpp", 4, 0.0, 3, 0.0, 0.0, 3, 2]
     _, _, info = client.predict(str(tiny_run), *dpm, *([0.0] * 10), api_name="/generate")
     assert info.startswith("DPMSolver, 4 NFE")  # unconditional, guidance 0
+    heun = ["heun", 4, 0.0, 2, 40.0, 0.0, 3, 2]  # churn: noise re-added, 2 x 4 - 1 NFE
+    _, _, info = client.predict(str(tiny_run), *heun, *ONE_HOT_3, api_name="/generate")
+    assert info.startswith("Heun") and ", 7 NFE, " in info
 
 
 def test_edit_endpoint_with_an_index_and_with_a_painted_upload(client, tiny_run, tmp_path):
@@ -197,9 +204,14 @@ def test_bad_input_is_a_message_in_the_page(client, tiny_run, tmp_path):
     assert "5 NFE" in info
 
 
-def test_load_endpoint_switches_checkpoints(client, runs):
-    loaded = client.predict(str(runs / "older"), api_name="/load")
+def test_load_endpoint_switches_checkpoints_and_relabels_the_sliders(client, runs):
+    loaded, steps, *sliders = client.predict(str(runs / "older"), api_name="/load")
     assert loaded.endswith(".ckpt") and "older" in loaded
+    # the page's controls set for the picked model: steps up to its T, a slider per class
+    assert (steps["maximum"], steps["value"]) == (20, 20)  # min(25, T = 20)
+    assert [(s["label"], s["visible"], s["value"]) for s in sliders] == [
+        (str(digit), True, 1.0 if digit == 0 else 0.0) for digit in range(10)
+    ]
 
 
 # --- a real browser ---------------------------------------------------------------------------
@@ -247,7 +259,7 @@ def test_a_browser_moves_a_slider_clicks_generate_and_sees_the_image_change(
             str(value),
         )  # fmt: skip
 
-    set_slider("steps (DDIM, DPM)", 5)
+    set_slider("steps (not DDPM)", 5)
     browser.find_element(By.CSS_SELECTOR, "#generate").click()
     wait.until(lambda d: image_src())
     first = image_src()

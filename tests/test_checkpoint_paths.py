@@ -20,6 +20,7 @@ QUICK = [
     "trainer.max_epochs=1",
     "logger=csv",
     "callbacks.samples.animate=false",
+    "~callbacks.quality",
     "+trainer.limit_train_batches=2",
     "+trainer.limit_val_batches=1",
 ]

@@ -15,7 +15,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
-from test_train import run_train
 
 from diffusion_lab import CONFIG_DIR
 from diffusion_lab.data import DigitsSource
@@ -207,11 +206,10 @@ def test_study_inputs_are_n_per_class_of_each_class_from_the_seed():
 
 # --- on a tiny checkpoint trained once for real -------------------------------------------
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    """A run folder with checkpoints from one real epoch on the digits (T = 20)."""
-    run_dir = tmp_path_factory.mktemp("evaluate") / "train"
-    run_train(run_dir, "trainer.max_epochs=1", "logger=csv", "callbacks.samples.animate=false")
-    return run_dir
+def trained_run(epoch_run: Path) -> Path:
+    """A run folder with checkpoints from one real epoch on the digits (T = 20): conftest's
+    epoch_run."""
+    return epoch_run
 
 
 @pytest.fixture(scope="module")

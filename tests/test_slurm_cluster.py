@@ -68,25 +68,6 @@ def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
 
 
-def test_a_two_job_sweep_runs_on_the_cluster_and_writes_its_summary(slurm_cluster, tmp_path):
-    sweep = tmp_path / "sweep"
-    overrides = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2"]
-    finish(multirun(sweep, slurm_cluster, *overrides, "scheduler=linear,cosine"))
-    rows = summary_rows(sweep)
-    assert [row["status"] for row in rows] == ["ok", "ok"]
-    assert "scheduler=linear" in rows[0]["overrides"].split()
-    assert "scheduler=cosine" in rows[1]["overrides"].split()
-    ids = slurm_job_ids(sweep)
-    assert sorted(ids) == ["0", "1"]  # two SLURM jobs, one per sweep job
-    for job in ("0", "1"):
-        written = result(sweep / job)
-        assert written["status"] == "ok" and written["epochs"] == 1
-        assert written["value"] == written["metrics"]["val/loss"] > 0
-        assert float(rows[int(job)]["optimized_value"]) == written["value"]
-        assert "JobState=COMPLETED" in scontrol_job(ids[job])  # SLURM ran it to the end
-    assert (sweep / "summary.md").is_file() and (sweep / "summary.png").is_file()
-
-
 def wait_for_checkpoint_of_epoch(path: Path, epoch: int, process: subprocess.Popen) -> None:
     """Until ``path`` (the epoch-end last.ckpt) is the one saved at the end of ``epoch``."""
     deadline = time.monotonic() + 600
@@ -101,11 +82,12 @@ def wait_for_checkpoint_of_epoch(path: Path, epoch: int, process: subprocess.Pop
     raise AssertionError(f"{path} of epoch {epoch} did not appear")
 
 
-def test_a_job_signalled_in_its_last_epoch_requeues_resumes_and_equals_an_uninterrupted_run(
+def test_a_two_job_sweep_where_one_is_signalled_requeues_resumes_and_equals_the_other(
     slurm_cluster, tmp_path
 ):
-    """Two jobs of one config (``+run=...`` is read by nothing); job 1 gets SLURM's requeue signal
-    early in its last epoch (as `--signal=USR1@N` sends it before the time limit)."""
+    """A sweep of two SLURM jobs of one config (``+run=...`` is read by nothing) and its summary;
+    job 1 gets SLURM's requeue signal early in its last epoch (as `--signal=USR1@N` sends it
+    before the time limit), job 0 runs to the end undisturbed."""
     sweep = tmp_path / "sweep"
     process = multirun(sweep, slurm_cluster, "trainer.max_epochs=3", "+run=plain,preempted")
     wait_for_checkpoint_of_epoch(sweep / "1" / "checkpoints" / "last.ckpt", 1, process)
@@ -126,7 +108,15 @@ def test_a_job_signalled_in_its_last_epoch_requeues_resumes_and_equals_an_uninte
     assert set(plain["metrics"]) - set(preempted["metrics"]) == {"lr-Adam"}
     for key in set(preempted["metrics"]) - timings:
         assert preempted["metrics"][key] == plain["metrics"][key], key
-    assert [row["status"] for row in summary_rows(sweep)] == ["ok", "ok"]
+    ids = slurm_job_ids(sweep)
+    assert sorted(ids) == ["0", "1"]  # two SLURM jobs, one per sweep job
+    assert "JobState=COMPLETED" in scontrol_job(ids["0"])  # SLURM ran it to the end
+    rows = summary_rows(sweep)
+    assert [row["status"] for row in rows] == ["ok", "ok"]
+    assert "+run=plain" in rows[0]["overrides"].split()
+    assert "+run=preempted" in rows[1]["overrides"].split()
+    assert float(rows[0]["optimized_value"]) == plain["value"] == plain["metrics"]["val/loss"]
+    assert (sweep / "summary.md").is_file() and (sweep / "summary.png").is_file()
     final = [weights(sweep / name / "checkpoints" / "last.ckpt") for name in ("0", "1")]
     assert final[0].keys() == final[1].keys()
     different = [key for key in final[0] if not torch.equal(final[0][key], final[1][key])]

@@ -174,11 +174,10 @@ def test_model_that_does_not_fit_the_data_fails_before_training(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    """One real epoch on the digits with W&B offline: grids, GIF, checkpoints, the W&B run."""
-    run_dir = tmp_path_factory.mktemp("digits") / "run"
-    run_train(run_dir, "trainer.max_epochs=1")
-    return run_dir
+def trained_run(epoch_run: Path) -> Path:
+    """One real epoch on the digits with W&B offline: grids, GIF, checkpoints, the W&B run
+    (conftest's epoch_run)."""
+    return epoch_run
 
 
 def test_one_epoch_on_digits_writes_grids_gif_and_checkpoints(trained_run):

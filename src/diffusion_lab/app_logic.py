@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from diffusion_lab import CONFIG_DIR
+from diffusion_lab.diffusion.samplers.base import StepCallback
 from diffusion_lab.image_edits import (
     before_after_grid,
     edit_images,
@@ -35,7 +36,7 @@ from diffusion_lab.sample import draw_samples, sampler_title
 from diffusion_lab.utils.checks import InputError, require_int
 from diffusion_lab.utils.images import labelled_grid, save_gif
 
-SAMPLER_FAMILIES = ("ddim", "ddpm", "dpmpp")  # conf/sampler/<name>.yaml
+SAMPLER_FAMILIES = ("ddim", "ddpm", "dpmpp", "euler", "heun")  # conf/sampler/<name>.yaml
 MAX_IMAGES = 64
 GIF_FRAMES = 25  # about this many frames in the denoising GIF: a frame every nfe // 25 steps
 
@@ -57,19 +58,34 @@ def context_label(weights: Sequence[float], class_names: Sequence[str]) -> str:
     return ", ".join(parts) or "unconditional"
 
 
-def sampler_config(family: str, steps: int, eta: float, order: int) -> dict[str, Any]:
-    """The partial sampler config of conf/sampler/<family>.yaml with the page's options: steps
-    (DDIM, DPM-Solver), eta (DDIM), order (DPM-Solver); DDPM runs all T steps."""
-    if family not in SAMPLER_FAMILIES:
-        raise InputError(f"unknown sampler {family!r}; accepted: {', '.join(SAMPLER_FAMILIES)}")
-    config = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "sampler" / f"{family}.yaml"))
-    if family in ("ddim", "dpmpp"):
-        config["steps"] = int(steps)
-    if family == "ddim":
-        config["eta"] = float(eta)
-    if family == "dpmpp":
-        config["order"] = int(order)
-    return config
+@dataclass(frozen=True)
+class SamplerChoice:
+    """The page's sampler controls: the family (conf/sampler/<family>.yaml) and the options that
+    family reads: steps (every family but DDPM, which runs all T), eta (DDIM), order
+    (DPM-Solver++), churn (EDM's Euler and Heun: S_churn, noise re-added before each step)."""
+
+    family: str
+    steps: int
+    eta: float = 0.0
+    order: int = 2
+    churn: float = 0.0
+
+    def config(self) -> dict[str, Any]:
+        """The family's partial sampler config with the page's options."""
+        family = self.family
+        if family not in SAMPLER_FAMILIES:
+            raise InputError(f"unknown sampler {family!r}; accepted: {', '.join(SAMPLER_FAMILIES)}")
+        path = Path(CONFIG_DIR) / "sampler" / f"{family}.yaml"
+        config = OmegaConf.to_container(OmegaConf.load(path))
+        if family != "ddpm":
+            config["steps"] = int(self.steps)
+        if family == "ddim":
+            config["eta"] = float(self.eta)
+        if family == "dpmpp":
+            config["order"] = int(self.order)
+        if family in ("euler", "heun"):
+            config["churn"] = float(self.churn)
+        return config
 
 
 def check_count(count: Any) -> int:
@@ -136,26 +152,27 @@ class Generated:
 def generate(
     module: DiffusionModule,
     weights: Sequence[float],
-    family: str,
-    steps: int,
-    eta: float,
-    order: int,
+    choice: SamplerChoice,
     guidance: float,
     seed: int,
     count: int,
     out_dir: Path,
     scale: int = 4,
+    on_step: StepCallback | None = None,
 ) -> Generated:
     """``count`` images for the sliders' context: the grid, "DDIM, 5 NFE, 0.12 s, ..." and a
-    denoising GIF (written into ``out_dir``, about 25 frames)."""
+    denoising GIF (written into ``out_dir``, about 25 frames). ``on_step(i, n, t, x)`` after
+    every step (the page's progress bar)."""
     count = check_count(count)
     contexts = contexts_from_sliders(weights, count)
     guidance = check_guidance(float(guidance), contexts)
-    sampler = module.make_sampler(sampler_config(family, steps, eta, order))
+    sampler = module.make_sampler(choice.config())
     generator = torch.Generator().manual_seed(int(seed))
     noise = torch.randn((count, *module.image_shape), generator=generator)
     stride = max(1, sampler.nfe // GIF_FRAMES)
-    samples = draw_samples(module, sampler, contexts, noise, guidance, generator, True, stride)
+    samples = draw_samples(
+        module, sampler, contexts, noise, guidance, generator, True, stride, on_step
+    )
     label = context_label(weights, module.class_names or [str(i) for i in range(len(weights))])
     title = sampler_title(sampler, samples.seconds, guidance, True)
     grid = labelled_grid(samples.images, [label], title=title, scale=scale)
@@ -218,17 +235,16 @@ def edit(
     editor_value: Any,
     strength: float,
     weights: Sequence[float],
-    family: str,
-    steps: int,
-    eta: float,
-    order: int,
+    choice: SamplerChoice,
     guidance: float,
     seed: int,
     count: int,
     scale: int = 4,
+    on_step: StepCallback | None = None,
 ) -> tuple[Image.Image, str]:
     """Edit a data-set image (``index``) or an upload (``editor_value``, with painted pixels as
-    the mask: inpainting) towards the sliders' context: (the before/after grid, its title)."""
+    the mask: inpainting) towards the sliders' context: (the before/after grid, its title).
+    ``on_step(i, n, t, x)`` after every step (the page's progress bar)."""
     module = models.module
     count = check_count(count)
     picture, painted = picture_from_editor(editor_value)
@@ -248,11 +264,11 @@ def edit(
         mask = torch.from_numpy(1.0 - np.asarray(painted, dtype=np.float32) / 255.0)[None, None]
     contexts = contexts_from_sliders(weights, count)
     guidance = check_guidance(float(guidance), contexts)
-    sampler = module.make_sampler(sampler_config(family, steps, eta, order))
+    sampler = module.make_sampler(choice.config())
     generator = torch.Generator().manual_seed(int(seed))
     edits = edit_images(
         module, sampler, image, contexts, float(strength), mask, guidance, generator,
-        count=count,
+        on_step=on_step, count=count,
     )  # fmt: skip
     title = edit_title(sampler, edits, float(strength), mask is not None)
     label = f"{image_label} -> {context_label(weights, module.class_names)}"

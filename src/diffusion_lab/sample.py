@@ -27,6 +27,7 @@ from PIL import Image
 from diffusion_lab import CONFIG_DIR
 from diffusion_lab.diffusion import Sampler
 from diffusion_lab.diffusion.contexts import parse_context, parse_contexts
+from diffusion_lab.diffusion.samplers.base import StepCallback
 from diffusion_lab.lit_module import DiffusionModule, Trajectory
 from diffusion_lab.runs.checkpoints import load_module, resolve_checkpoint, resolve_device
 from diffusion_lab.utils.checks import InputError, require_int, require_number
@@ -122,12 +123,20 @@ def draw_samples(
     generator: torch.Generator,
     use_ema: bool,
     frame_every: int | None = None,
+    on_step: StepCallback | None = None,
 ) -> Trajectory:
     """Denoise noise (N, C, H, W) given contexts (N, K) or None; keep every ``frame_every``-th
     step as a frame when given (one run either way: the frames end on the images). Shows its
-    progress over the sampler's steps. The frames come back as float on the CPU."""
+    progress over the sampler's steps, and calls ``on_step(i, n, t, x)`` too when given. The
+    frames come back as float on the CPU."""
     label = f"{sampler.label}, {len(noise)} images"
     with track(label) as progress:  # a bar in a terminal, else a log line every 10%
+
+        def step(index: int, total: int, t_prev: float, x: torch.Tensor) -> None:
+            progress.on_step(index, total, t_prev, x)
+            if on_step is not None:
+                on_step(index, total, t_prev, x)
+
         run = module.sample_trajectory(
             contexts,
             noise,
@@ -136,7 +145,7 @@ def draw_samples(
             generator,
             use_ema,
             frame_every=frame_every,
-            on_step=progress.on_step,
+            on_step=step,
         )
     run.frames = run.frames.float().cpu()
     return run
