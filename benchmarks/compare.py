@@ -3,6 +3,8 @@
     python benchmarks/compare.py                                 # 2-core CPU, the course's setting
     python benchmarks/compare.py --device cuda --steps 200 --json results/compare-h100.json
     python benchmarks/compare.py --device cuda --precision bf16-mixed --override data.batch_size=1000
+    python benchmarks/compare.py --peak                          # + GFLOP/s as a share of the peak
+    python benchmarks/compare.py --peak benchmarks/results/peak-cpu.json   # the peak of peak.py
 
 The setting is the course's: sprites-format data (random uint8 16x16x3 images, 5 one-hot classes,
 written to a temporary folder as the course's .npy pair), ContextUnet n_feat 64, T 500, batch 100,
@@ -12,10 +14,12 @@ Adam 1e-3 (`experiment=sprites_course`; `--override` changes it for every row). 
                        per-item ToTensor + Normalize(0.5, 0.5) transform, DataLoader(shuffle),
                        10% null contexts, its perturb (with the correct sqrt(1 - ab) noise
                        coefficient), MSE, Adam
+    course-bf16        the same, its forward and loss under torch.autocast(bf16)
     plain-torch        a plain PyTorch loop over the project's data path with data.loader=torch:
                        the datamodule's DataLoader, uint8 -> [-1, 1] (+ hflip) on the device,
                        context dropout, q_sample, MSE, Adam, EMA update: DiffusionModule's step
     plain-index        the same loop over data.loader=index (batches by index on the device)
+    plain-bf16         plain-index, the forward and loss under torch.autocast(bf16)
     lightning-torch    DiffusionModule driven by the Lightning Trainer, built by diffusion-train's
                        own train() (progress bar, LR monitor, EMA hook, the `--logger` group: csv
                        by default; diffusion-train's default is wandb), data.loader=torch
@@ -25,7 +29,13 @@ Adam 1e-3 (`experiment=sprites_course`; `--override` changes it for every row). 
     lightning-compile  + module.compile_net=true (compile time lands in the warm-up column; later
                        compiled rows reuse the kernels, and inductor caches them on disk: for a
                        cold compile time set TORCHINDUCTOR_FORCE_DISABLE_CACHES=1)
-    lightning-fast     perf=fast (everything conf/perf/fast.yaml turns on)
+    lightning-bf16     + trainer.precision=bf16-mixed (Lightning's autocast of the step)
+    lightning-bf16-nhwc  + trainer.precision=bf16-mixed module.channels_last=true
+    lightning-fast     perf=fast (what conf/perf/fast.yaml turns on for this device: on a CPU
+                       bf16 where native, channels-last, fused Adam, no compile; on CUDA + compile)
+    lightning-fast-bf16  perf=fast trainer.precision=bf16-mixed (bf16 whatever the detection says)
+    lightning-fast-fp32  perf=fast trainer.precision=32-true
+    lightning-fast-compile  perf=fast module.compile_net=true (what compile adds on this device)
     lightning-tqdm     the default row with a TQDM progress bar refreshed every 50 steps instead of
                        Rich's (which reads the logged loss, a device sync on CUDA, every step)
 
@@ -35,13 +45,21 @@ warm-up batch to the end of its last batch, so start-up, the sanity check, valid
 checkpoints are not in it (`--extras` times on their own a validation pass, one grid of both
 samplers, the GIF's chains sampled apart (what a run stopped before its last epoch pays; a finished
 run records them while sampling its last grid) and a checkpoint save). "vs plain" divides by the
-plain row with the same data loader. Peak memory is the CUDA allocator's peak per row (not measured on CPU).
+plain row with the same data loader (the fp32 plain row unless --precision says otherwise). Peak
+memory is the CUDA allocator's peak per row (not measured on CPU).
+
+GFLOP/s: the FLOPs of one training step (the net's forward and backward on one batch, as
+torch.utils.flop_counter.FlopCounterMode counts them: matmuls and convolutions; Adam, EMA and the
+data path are not counted) times the steps, over the steady seconds. With --peak, "% peak" divides
+it by the device's matmul peak in the row's precision (benchmarks/peak.py: fp32 for 32-true rows,
+bf16 for bf16-mixed rows), measured in this process before the rows, or read from peak.py's JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -66,18 +84,31 @@ from diffusion_lab.models import ContextUnet
 from diffusion_lab.train import build_module, train
 from diffusion_lab.utils.timing import device_name, synchronize, timed
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/peak.py, beside this file
+import peak  # noqa: E402
+
 SPRITES_IMAGES = "sprites_1788_16x16.npy"
 SPRITES_LABELS = "sprite_labels_nc_1788_16x16.npy"
 ROWS: dict[str, tuple[str, list[str]]] = {
     "course": ("course", []),
+    "course-bf16": ("course", ["trainer.precision=bf16-mixed"]),
     "plain-torch": ("plain", ["data.loader=torch"]),
     "plain-index": ("plain", ["data.loader=index"]),
+    "plain-bf16": ("plain", ["data.loader=index", "trainer.precision=bf16-mixed"]),
     "lightning-torch": ("lightning", ["data.loader=torch"]),
     "lightning": ("lightning", []),
     "lightning-fused": ("lightning", ["module.fused_optimizer=true"]),
     "lightning-nhwc": ("lightning", ["module.channels_last=true"]),
     "lightning-compile": ("lightning", ["module.compile_net=true"]),
+    "lightning-bf16": ("lightning", ["trainer.precision=bf16-mixed"]),
+    "lightning-bf16-nhwc": (
+        "lightning",
+        ["trainer.precision=bf16-mixed", "module.channels_last=true"],
+    ),
     "lightning-fast": ("lightning", ["perf=fast"]),
+    "lightning-fast-bf16": ("lightning", ["perf=fast", "trainer.precision=bf16-mixed"]),
+    "lightning-fast-fp32": ("lightning", ["perf=fast", "trainer.precision=32-true"]),
+    "lightning-fast-compile": ("lightning", ["perf=fast", "module.compile_net=true"]),
     "lightning-tqdm": (
         "lightning",
         [
@@ -119,7 +150,7 @@ def base_overrides(args: argparse.Namespace, data_root: Path) -> list[str]:
         f"data.source.root={data_root}",
         f"trainer.accelerator={accelerator}",
         "trainer.devices=1",
-        f"trainer.precision={args.precision}",
+        *([f"trainer.precision={args.precision}"] if args.precision else []),
         f"logger={args.logger}",
         *args.override,
     ]
@@ -128,6 +159,22 @@ def base_overrides(args: argparse.Namespace, data_root: Path) -> list[str]:
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """bf16 autocast for the plain loops when Lightning would use bf16-mixed."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+
+
+def step_flops(cfg: DictConfig, device: torch.device) -> int:
+    """FLOPs of one training step's network work: forward, MSE and backward of the configured net
+    on one batch (FlopCounterMode: matmuls and convolutions), in fp32 (bf16 does the same FLOPs)."""
+    torch.manual_seed(0)
+    net = instantiate(cfg.model).to(device)
+    batch, channels, size = cfg.data.batch_size, cfg.data.channels, cfg.data.image_size
+    x = torch.randn(batch, channels, size, size, device=device)
+    t = torch.rand(batch, device=device)
+    context = torch.zeros(batch, cfg.model.n_cfeat, device=device)
+
+    def step() -> None:
+        F.mse_loss(net(x, t, context), x).backward()
+
+    return peak.counted_flops(step)
 
 
 def peak_memory_mib(device: torch.device) -> float | None:
@@ -208,7 +255,7 @@ def course_row(cfg: DictConfig, args: argparse.Namespace, data_root: Path) -> di
         t = torch.randint(1, timesteps + 1, (x.shape[0],)).to(device)
         ab = ab_t[t, None, None, None]
         x_pert = ab.sqrt() * x + (1 - ab).sqrt() * noise  # the course has (1 - ab): a known bug
-        with autocast(device, args.precision):
+        with autocast(device, cfg.trainer.precision):
             pred_noise = net(x_pert, t / timesteps, c)
             loss = F.mse_loss(pred_noise.float(), noise)
         loss.backward()
@@ -250,7 +297,7 @@ def plain_row(cfg: DictConfig, args: argparse.Namespace) -> dict[str, Any]:
         contexts = contexts.masked_fill(drop[:, None], 0.0)
         t = torch.randint(1, timesteps + 1, (images.shape[0],), device=device)
         noise = torch.randn_like(images)
-        with autocast(device, args.precision):
+        with autocast(device, cfg.trainer.precision):
             eps = net(schedule.q_sample(images, t, noise), t.to(images.dtype) / timesteps, contexts)
             loss = F.mse_loss(eps.float(), noise)
         optimizer.zero_grad(set_to_none=True)
@@ -358,11 +405,20 @@ def extras(cfg: DictConfig, samples_cfg: DictConfig) -> dict[str, float]:
 # --- the table ------------------------------------------------------------------------------------
 
 
-def summarise(rows: dict[str, dict[str, Any]], batch_size: int, steps: int) -> None:
-    """Adds images/s, ms/step and the ratios to each row, in place."""
+def summarise(
+    rows: dict[str, dict[str, Any]],
+    batch_size: int,
+    steps: int,
+    peaks: dict[str, Any] | None = None,
+) -> None:
+    """Adds images/s, ms/step, GFLOP/s (from each row's ``flops_per_step``), the share of the
+    matmul peak in the row's precision (``peaks``: peak.py's result) and the ratios, in place."""
     for row in rows.values():
         row["ms_per_step"] = 1000 * row["steady_s"] / steps
         row["images_per_s"] = batch_size * steps / row["steady_s"]
+        row["gflops"] = row["flops_per_step"] * steps / row["steady_s"] / 1e9
+        dtype = "bf16" if str(row["precision"]).startswith("bf16") else "fp32"
+        row["peak_fraction"] = row["gflops"] / peaks["matmul"][dtype] if peaks else None
     course = rows.get("course")
     for row in rows.values():
         row["vs_course"] = row["images_per_s"] / course["images_per_s"] if course else None
@@ -375,17 +431,22 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
         return "-" if value is None else format(value, spec)
 
     lines = [
-        "| row | images/s | ms/step | warm-up s | vs course | vs plain | peak MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| row | precision | images/s | ms/step | warm-up s | vs course | vs plain | GFLOP/s "
+        "| % peak | peak MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in rows.items():
+        fraction = row["peak_fraction"]
         cells = [
             name,
+            str(row["precision"]),
             number(row["images_per_s"], ",.0f"),
             number(row["ms_per_step"], ".1f"),
             number(row["warmup_s"], ".1f"),
             number(row["vs_course"], ".2f") + ("x" if row["vs_course"] else ""),
             number(row["vs_plain"], ".3f") + ("x" if row["vs_plain"] else ""),
+            number(row["gflops"], ",.1f"),
+            number(None if fraction is None else 100 * fraction, ".0f"),
             number(row["peak_mib"], ",.0f"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -399,19 +460,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compile)")
     parser.add_argument("--images", type=int, default=89_400, help="size of the random set")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
-    parser.add_argument("--precision", choices=["32-true", "bf16-mixed"], default="32-true")
+    parser.add_argument(
+        "--precision",
+        choices=["32-true", "bf16-mixed"],
+        help="trainer.precision of every row without its own (default: the config's)",
+    )
+    parser.add_argument(
+        "--peak",
+        nargs="?",
+        const="measure",
+        help="the %% of the matmul peak per row: measured here (peak.py's defaults) or PATH, "
+        "peak.py's --json",
+    )
     parser.add_argument("--logger", default="csv", help="logger group for the Lightning rows")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
     parser.add_argument("--extras", action="store_true", help="also time validation, grids, GIF")
     parser.add_argument("--override", nargs="*", default=[], help="Hydra overrides for all rows")
     parser.add_argument("--json", type=Path, help="write the rows and the setting here")
-    args = parser.parse_args(argv)
-    for name in ("steps", "warmup", "images"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1; got {getattr(args, name)}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda but torch sees no CUDA device")
-    return args
+    return peak.checked(parser, parser.parse_args(argv), ("steps", "warmup", "images"))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -419,6 +485,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    peaks = None
+    if args.peak == "measure":
+        peaks = peak.measure(peak.parse_args(["--device", args.device]))
+    elif args.peak:
+        peaks = json.loads(Path(args.peak).read_text())
+    flops_cache: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="compare-") as folder:
         data_root = Path(folder) / "sprites"
         write_sprites(data_root, args.images)
@@ -442,9 +514,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             row = run(cfg, args, data_root) if driver == "course" else run(cfg, args)
             row |= {"driver": driver, "overrides": overrides, "peak_mib": peak_memory_mib(device)}
             row["loader"] = "course" if driver == "course" else cfg.data.loader
+            row["precision"] = str(cfg.trainer.precision)
+            key = repr((dict(cfg.model), cfg.data.batch_size))
+            flops_cache.setdefault(key, step_flops(cfg, device))
+            row["flops_per_step"] = flops_cache[key]
             rows[name] = row
             print(f"{name}: {1000 * row['steady_s'] / args.steps:.1f} ms/step", flush=True)
-        summarise(rows, batch_size, args.steps)
+        summarise(rows, batch_size, args.steps, peaks)
         extra = None
         if args.extras:
             overrides = base_overrides(args, data_root)
@@ -461,11 +537,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "images": args.images,
         "overrides": args.override,
         "setting": setting,
+        "peaks": peaks,
         "rows": rows,
         "extras": extra,
     }
     print(f"\ndevice: {result['device']}; torch {result['torch']}, lightning {result['lightning']}")
-    print(f"setting: {setting}, precision {args.precision}, {args.steps} timed steps per row")
+    print(f"setting: {setting}, {args.steps} timed steps per row")
+    if peaks:
+        print(peak.table(peaks))
     print(table(rows))
     if extra:
         print(

@@ -3,8 +3,13 @@
     python benchmarks/sampling_speed.py                      # the course's sprites setting, CPU
     python benchmarks/sampling_speed.py --device cuda --n 32 256
     python benchmarks/sampling_speed.py --compile          # torch.compile'd net; compile time apart
+    python benchmarks/sampling_speed.py --precision bf16-mixed   # one precision (default: both)
 
 Weights do not change the cost, so the net is freshly initialised (eval mode, inference_mode).
+Each precision is a set of rows: ``32-true`` the plain fp32 net, ``bf16-mixed`` the net's forward
+under bf16 autocast with the samplers in fp32, as every sampling path of the project runs it
+(:func:`diffusion_lab.models.precision.in_precision`); "vs fp32" divides the fp32 row's seconds
+by this row's.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from diffusion_lab.diffusion import (
     make_schedule,
 )
 from diffusion_lab.models import ContextUnet
+from diffusion_lab.models.precision import in_precision
 from diffusion_lab.utils.timing import device_name, timed
 
 
@@ -49,7 +55,7 @@ def time_forwards(net, noise, contexts, calls: int, guidance_scale: float) -> fl
     return timed(run, noise.device)[1]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--n", type=int, nargs="+", default=[32], help="batch sizes")
@@ -62,7 +68,13 @@ def main() -> None:
     parser.add_argument("--dpm-steps", type=int, nargs="+", default=[20])
     parser.add_argument("--guidance", type=float, default=0.0)
     parser.add_argument("--compile", action="store_true", help="torch.compile the net first")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=["32-true", "bf16-mixed"],
+        default=["32-true", "bf16-mixed"],
+    )
+    args = parser.parse_args(argv)
 
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -78,28 +90,39 @@ def main() -> None:
         f"T={args.timesteps}, guidance {args.guidance}"
     )
     print(
-        f"| {'sampler':<40} | {'n':>5} | {'NFE':>4} | {'seconds':>8} | {'images/s':>9} | "
-        f"{'vs DDPM':>7} | {'overhead':>8} |"
+        f"| {'sampler':<40} | {'precision':<10} | {'n':>5} | {'NFE':>4} | {'seconds':>8} | "
+        f"{'images/s':>9} | {'vs DDPM':>7} | {'vs fp32':>7} | {'overhead':>8} |"
     )
-    print(f"|{'-' * 42}|{'-' * 7}|{'-' * 6}|{'-' * 10}|{'-' * 11}|{'-' * 9}|{'-' * 10}|")
+    print(
+        f"|{'-' * 42}|{'-' * 12}|{'-' * 7}|{'-' * 6}|{'-' * 10}|{'-' * 11}|{'-' * 9}|{'-' * 9}|{'-' * 10}|"
+    )
+    fp32_seconds: dict[tuple[int, int], float] = {}
     for n in args.n:
         noise = torch.randn(n, args.channels, args.height, args.height, device=device)
         contexts = torch.eye(args.classes, device=device)[torch.arange(n) % args.classes]
-        # warm-up: kernels, allocator; the compilation with --compile
-        seconds, _ = time_sampler(DDIMSampler(schedule, 5), net, noise, contexts, args.guidance)
-        print(
-            f"n={n}: warm-up (5 DDIM steps{', compiling' if args.compile else ''}) {seconds:.2f} s"
-        )
-        baseline = None
-        for sampler in samplers:
-            seconds, nfe = time_sampler(sampler, net, noise, contexts, args.guidance)
-            # the same number of bare forwards, right after: the sampler's own share of the time
-            forwards = time_forwards(net, noise, contexts, nfe, args.guidance)
-            baseline = baseline or seconds
-            print(
-                f"| {sampler!r:<40} | {n:>5} | {nfe:>4} | {seconds:>8.3f} | {n / seconds:>9.1f} | "
-                f"{baseline / seconds:>6.1f}x | {100 * (seconds / forwards - 1):>7.1f}% |"
+        for precision in args.precision:
+            model = in_precision(net, precision)  # the net's forward under autocast, or itself
+            # warm-up: kernels, allocator; the compilation with --compile
+            seconds, _ = time_sampler(
+                DDIMSampler(schedule, 5), model, noise, contexts, args.guidance
             )
+            compiling = ", compiling" if args.compile else ""
+            print(f"n={n}, {precision}: warm-up (5 DDIM steps{compiling}) {seconds:.2f} s")
+            baseline = None
+            for index, sampler in enumerate(samplers):
+                seconds, nfe = time_sampler(sampler, model, noise, contexts, args.guidance)
+                # the same number of bare forwards, right after: the sampler's own share
+                forwards = time_forwards(model, noise, contexts, nfe, args.guidance)
+                baseline = baseline or seconds
+                if precision == "32-true":
+                    fp32_seconds[n, index] = seconds
+                fp32 = fp32_seconds.get((n, index))
+                vs_fp32 = f"{fp32 / seconds:>6.2f}x" if fp32 else f"{'-':>7}"
+                print(
+                    f"| {sampler!r:<40} | {precision:<10} | {n:>5} | {nfe:>4} | {seconds:>8.3f} | "
+                    f"{n / seconds:>9.1f} | {baseline / seconds:>6.1f}x | {vs_fp32} | "
+                    f"{100 * (seconds / forwards - 1):>7.1f}% |"
+                )
 
 
 if __name__ == "__main__":

@@ -221,7 +221,7 @@ def check_address(host: object, port: object) -> tuple[str, int]:
 @input_errors_end_the_command("diffusion-app")
 def main(cfg: DictConfig) -> None:
     host, port = check_address(cfg.host, cfg.port)
-    models = Models(resolve_device(cfg.device))
+    models = Models(resolve_device(cfg.device), precision=cfg.get("precision"))
     page = build_page(models, str(cfg.ckpt_path), Path(cfg.runs_dir))
     log.info("diffusion-app for %s on http://%s:%d", models.checkpoint, host, port)
     launch(page, host, port)

@@ -128,11 +128,12 @@ class Models:
     module: DiffusionModule | None = None
     checkpoint: Path | None = None
     _data: Any = field(default=None, repr=False)
+    precision: str | None = None  # the net's while sampling; None: the checkpoint's run's
 
     def get(self, path: str) -> DiffusionModule:
         if path != self.path or self.module is None:
             checkpoint = resolve_checkpoint(path)
-            self.module = load_module(checkpoint, self.device)
+            self.module = load_module(checkpoint, self.device, self.precision)
             self.path, self.checkpoint, self._data = path, checkpoint, None
         return self.module
 

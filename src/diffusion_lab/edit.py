@@ -87,7 +87,7 @@ def run_edit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     check_options(cfg)
     checkpoint = resolve_checkpoint(cfg.ckpt_path)
     device = resolve_device(cfg.device)
-    module = load_module(checkpoint, device)
+    module = load_module(checkpoint, device, cfg.get("precision"))
     class_names = module.class_names or [str(i) for i in range(module.num_classes)]
     rows, row_labels = contexts_from_config(cfg.contexts, class_names)
     image, image_label = source_image(cfg.image, module, checkpoint)

@@ -166,7 +166,7 @@ def load_inputs(cfg: DictConfig) -> Inputs:
     check_options(cfg)
     checkpoint = resolve_checkpoint(cfg.ckpt_path)
     device = resolve_device(cfg.device)
-    module = load_module(checkpoint, device)
+    module = load_module(checkpoint, device, cfg.get("precision"))
     samplers, skipped = build_samplers(module, panel_configs(cfg))
     given = cfg.get("data")
     data = choose_data(
@@ -262,7 +262,7 @@ def study_notes(cfg: DictConfig, inputs: Inputs, judge: Judge, floor: str) -> li
         f"{inputs.num_generated} per sampler, the same noise and contexts for every sampler "
         f"(seed {cfg.seed}), guidance {cfg.guidance_scale:g}, "
         f"{'EMA' if cfg.use_ema else 'raw'} weights, T = {module.schedule.timesteps}, "
-        f"on {device_name(inputs.device)}.",
+        f"on {device_name(inputs.device)}, the net in {module.sampling_precision}.",
         f"Reference: {len(inputs.real.reference)} real images from the {inputs.real.note}. "
         f"KID: {KID_SUBSETS} subsets of {cfg.kid_subset_size}.",
         floor,

@@ -44,6 +44,7 @@ from diffusion_lab.diffusion.predictions import (
 from diffusion_lab.diffusion.samplers import StepCallback
 from diffusion_lab.models import fast_paths
 from diffusion_lab.models.ema import EMA
+from diffusion_lab.models.precision import AUTOCAST_DTYPES, in_precision, normalize_precision
 from diffusion_lab.utils.checks import InputError
 from diffusion_lab.utils.seeding import offset_seed_by_rank
 from diffusion_lab.utils.timing import timed
@@ -270,7 +271,7 @@ class DiffusionModule(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = {"version": __version__}
+        checkpoint[CHECKPOINT_KEY] = {"version": __version__, "precision": self.sampling_precision}
 
     def adopt_data(self, datamodule) -> None:
         """Check a set-up datamodule against the net (:func:`~diffusion_lab.data.fits.check_data_fits`)
@@ -306,6 +307,33 @@ class DiffusionModule(L.LightningModule):
             fast_paths.match_state_layouts(optimizer)
 
     # --- sampling --------------------------------------------------------------------------
+    _sampling_precision: str | None = None  # set: diffusion-sample's precision=... (load_module)
+    _trained_precision: str | None = None  # the precision of the run that wrote the checkpoint
+
+    @property
+    def sampling_precision(self) -> str:
+        """The precision the net runs in while sampling (:mod:`diffusion_lab.models.precision`:
+        bf16-mixed runs the net's forward under bf16 autocast, the samplers' arithmetic in fp32):
+        the one set (``precision=...`` of the sampling commands), else the attached trainer's
+        (the grids and quality panel of a ``trainer.precision=bf16-mixed`` run sample in bf16),
+        else that of the run that wrote the checkpoint (stored in it), else ``32-true``."""
+        if self._sampling_precision is not None:
+            return self._sampling_precision
+        if self._trainer is not None:
+            precision = str(self._trainer.precision)
+            return precision if precision in AUTOCAST_DTYPES else "32-true"
+        return self._trained_precision or "32-true"
+
+    @sampling_precision.setter
+    def sampling_precision(self, precision: str | None) -> None:
+        """A Lightning precision name (``32-true``, ``bf16-mixed``, ...), or None: follow the
+        trainer or the checkpoint again."""
+        self._sampling_precision = None if precision is None else normalize_precision(precision)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stored = checkpoint.get(CHECKPOINT_KEY, {}).get("precision")
+        self._trained_precision = stored if stored in AUTOCAST_DTYPES else None
+
     def sample(
         self,
         contexts: torch.Tensor | None,
@@ -376,14 +404,17 @@ class DiffusionModule(L.LightningModule):
     @contextmanager
     def sampling_net(self, use_ema: bool = True) -> Iterator[torch.nn.Module]:
         """The EMA (or the live) network in eval mode for the block, as the eps-model samplers take
-        (a v or x0 net wrapped in :class:`EpsModel`); the net's mode is restored after."""
+        (a v or x0 net wrapped in :class:`EpsModel`), its forward in :attr:`sampling_precision`
+        (:func:`~diffusion_lab.models.precision.in_precision`: the output cast back to fp32, so
+        the conversion to eps and the samplers compute in fp32); the net's mode is restored after."""
         net = self.ema.module if use_ema else self.net
         was_training = net.training
         net.eval()
+        model = in_precision(net, self.sampling_precision)
         try:
             if self.prediction == "eps":
-                yield net
+                yield model
             else:
-                yield EpsModel(net, self.prediction, self.schedule.alpha_bars).eval()
+                yield EpsModel(model, self.prediction, self.schedule.alpha_bars).eval()
         finally:
             net.train(was_training)

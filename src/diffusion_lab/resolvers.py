@@ -11,6 +11,9 @@
 ``sync_batchnorm``          conf/trainer/ddp.yaml: SyncBatchNorm on GPUs only
 ``sweep_device_count``      conf/hydra/launcher/parallel.yaml: jobs at once, one per device
 ``hydra_multirun``          conf/callbacks/default.yaml: whether this job is one of a multirun
+``auto_precision``          ``trainer.precision``: bf16-mixed where the device has native bf16, else
+                            32-true (conf/perf/fast.yaml; utils/native_bf16.py)
+``compile_pays``            conf/perf/fast.yaml ``module.compile_net``: on CUDA, not on the CPU
 ==========================  =====================================================================
 
 Only light modules are imported here (no Lightning, Hydra or W&B): ``import diffusion_lab`` stays
@@ -32,6 +35,7 @@ from diffusion_lab.sweeps.launchers import (
     sync_batchnorm,
     tasks_per_node,
 )
+from diffusion_lab.utils.native_bf16 import auto_precision, compile_pays
 
 
 def resume_run_dir(resume: str | None, fresh: str) -> str:
@@ -91,6 +95,8 @@ RESOLVERS = {
     "sync_batchnorm": sync_batchnorm,
     "sweep_device_count": device_count,
     "hydra_multirun": is_multirun,
+    "auto_precision": auto_precision,
+    "compile_pays": compile_pays,
 }
 
 

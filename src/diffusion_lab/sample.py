@@ -200,7 +200,7 @@ def run_sampling(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     check_options(cfg)
     checkpoint = resolve_checkpoint(cfg.ckpt_path)
     device = resolve_device(cfg.device)
-    module = load_module(checkpoint, device)
+    module = load_module(checkpoint, device, cfg.get("precision"))
     class_names = module.class_names or [str(i) for i in range(module.num_classes)]
     rows, row_labels = contexts_from_config(cfg.contexts, class_names)
     sampler = module.make_sampler(cfg.get("sampler"))

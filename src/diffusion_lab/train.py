@@ -28,6 +28,7 @@ from diffusion_lab.runs.resume import checkpoint_to_fit_from, resumed_config
 from diffusion_lab.sweeps.summary import write_summary
 from diffusion_lab.utils.checks import InputError, is_int, is_number, require_number
 from diffusion_lab.utils.cli import input_errors_end_the_command
+from diffusion_lab.utils.native_bf16 import report as report_bf16
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,8 @@ def prepare(cfg: DictConfig) -> tuple[L.LightningDataModule, DiffusionModule, Pa
     (``resume`` or ``ckpt_path``): everything that can fail on bad input, before any file is
     written. The data is loaded and set up here; fit's own setup reuses it."""
     checkpoint = checkpoint_to_fit_from(cfg)
+    trainer = cfg.get("trainer") or {}
+    report_bf16(trainer.get("precision"), trainer.get("accelerator", "auto"))  # once, with why
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)  # quiet: bad input prints 1 line
         log.info("seed set to %s", cfg.seed)

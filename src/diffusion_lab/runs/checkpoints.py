@@ -23,6 +23,7 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
 from diffusion_lab.lit_module import CHECKPOINT_KEY, DiffusionModule
+from diffusion_lab.models.precision import normalize_precision
 from diffusion_lab.runs.layout import (
     BEST_PATTERN,
     CHECKPOINTS_DIR,
@@ -120,14 +121,20 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_module(path: Path, device: torch.device) -> DiffusionModule:
+def load_module(path: Path, device: torch.device, precision: str | None = None) -> DiffusionModule:
     """The module of a checkpoint (or export folder) of this project, on ``device``, in eval
-    mode, without grads."""
+    mode, without grads, sampling in ``precision`` (``32-true``, ``bf16-mixed``, ...; None: the
+    precision of the run that wrote the checkpoint, fp32 for an export folder)."""
+    if precision is not None:
+        normalize_precision(precision)  # refused before the (slow) load
     if is_export(path):
-        return load_pretrained(path, device)
-    check_checkpoint(path)
-    module = DiffusionModule.load_from_checkpoint(path, map_location=device, weights_only=True)
-    return module.eval().requires_grad_(False)
+        module = load_pretrained(path, device)
+    else:
+        check_checkpoint(path)
+        module = DiffusionModule.load_from_checkpoint(path, map_location=device, weights_only=True)
+        module = module.eval().requires_grad_(False)
+    module.sampling_precision = precision
+    return module
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
