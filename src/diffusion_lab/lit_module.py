@@ -288,7 +288,8 @@ class DiffusionModule(L.LightningModule):
         self.hparams.class_names = list(datamodule.class_names)
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        trainer = self.attached_trainer()
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
         if datamodule is not None:
             self.adopt_data(datamodule)
 
@@ -306,6 +307,13 @@ class DiffusionModule(L.LightningModule):
         for optimizer in self.trainer.optimizers:
             fast_paths.match_state_layouts(optimizer)
 
+    def attached_trainer(self) -> L.Trainer | None:
+        """The Trainer this module is attached to, or None (a module loaded to sample)."""
+        try:
+            return self.trainer
+        except RuntimeError:  # Lightning's "is not attached to a `Trainer`"
+            return None
+
     # --- sampling --------------------------------------------------------------------------
     _sampling_precision: str | None = None  # set: diffusion-sample's precision=... (load_module)
     _trained_precision: str | None = None  # the precision of the run that wrote the checkpoint
@@ -319,8 +327,9 @@ class DiffusionModule(L.LightningModule):
         else that of the run that wrote the checkpoint (stored in it), else ``32-true``."""
         if self._sampling_precision is not None:
             return self._sampling_precision
-        if self._trainer is not None:
-            precision = str(self._trainer.precision)
+        trainer = self.attached_trainer()
+        if trainer is not None:
+            precision = str(trainer.precision)
             return precision if precision in AUTOCAST_DTYPES else "32-true"
         return self._trained_precision or "32-true"
 
