@@ -43,6 +43,7 @@ probe['scales'] = sorted(guided)
 probe['w0_is_the_class_grid'] = torch.equal(guided[0.0], class_images)
 probe['guidance_changes_images'] = not torch.equal(guided[3.0], class_images)
 probe['interpolation'] = line.tolist()
+probe['model'] = MODEL
 """,
     "03_compare_runs.ipynb": """
 probe['labels'] = labels
@@ -74,6 +75,18 @@ def checkpoint(tmp_path_factory) -> Path:
             patch.setenv(key, value)
         run_train(run_dir, *ONE_EPOCH)
     return run_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def model_folder(checkpoint, tmp_path_factory) -> Path:
+    """diffusion-export's folder for the tiny checkpoint (written in this process)."""
+    import torch
+
+    from diffusion_lab.export import write_export
+    from diffusion_lab.runs.checkpoints import load_module
+
+    out = tmp_path_factory.mktemp("export") / "digits"
+    return write_export(load_module(checkpoint, torch.device("cpu")), checkpoint, out)
 
 
 @pytest.fixture(scope="module")
@@ -179,16 +192,18 @@ def test_ddpm_vs_ddim_says_what_to_run_when_there_is_no_checkpoint(kernel_specs,
 
 
 def test_context_control_draws_classes_mixes_interpolation_and_guidance(
-    checkpoint, kernel_specs, tmp_path
+    model_folder, kernel_specs, tmp_path
 ):
+    """On an export folder (load_pretrained); notebook 01's test covers loading a checkpoint."""
     notebook, result = execute(
         "02_context_control.ipynb",
         kernel_specs,
         tmp_path,
-        DIFFUSION_LAB_CKPT=str(checkpoint),
+        DIFFUSION_LAB_MODEL=str(model_folder),
         DIFFUSION_LAB_MIXES="3:1,8:0.6;2:0.5,5:0.5",
     )
 
+    assert result["model"] == str(model_folder)
     assert list(result["mixes"]) == ["3:1,8:0.6", "2:0.5,5:0.5"]
     three_and_eight = [0, 0, 0, 1, 0, 0, 0, 0, 0.6, 0]
     assert result["mixes"]["3:1,8:0.6"] == pytest.approx(three_and_eight)
