@@ -15,6 +15,19 @@ which trains the unconditional model used by classifier-free guidance.
 The network, noise schedule, sampler, optimizer and LR scheduler are given as configs (mappings with
 ``_target_``) and instantiated here, so the checkpoint's hyper-parameters hold the recipe, not a
 pickled network, and ``DiffusionModule.load_from_checkpoint(path)`` rebuilds everything alone.
+
+Many processes (DDP) and gradient accumulation:
+
+- the EMA is updated once per optimizer step (after a batch whose step ran), so its update count
+  ``ema.n_averaged`` equals ``global_step`` and its warm-up counts optimizer steps, whatever
+  ``accumulate_grad_batches`` is; under DDP the floating buffers (BatchNorm's running statistics,
+  which each rank updates from its own images) are averaged over the ranks first, so the live net
+  and its EMA are the same on every rank;
+- the LR schedule (:class:`~diffusion_lab.lr_schedule.WarmupThenDecay`) steps once per optimizer
+  step: ``lr_warmup_steps`` of linear warmup, then the configured decay at each epoch's end;
+- ``val/loss`` gives validation image i (its index in the validation set) the same timestep and
+  noise in every run, whatever the batch size or the number of ranks: the loss of each image is
+  a fixed function of the weights, and the ranks' sums are reduced into the mean over the set.
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab import __version__
 from diffusion_lab.data.fits import check_data_fits
+from diffusion_lab.data.index_loader import IndexLoader
 from diffusion_lab.diffusion import NFECounter, NoiseSchedule, Sampler
 from diffusion_lab.diffusion.predictions import (
     EpsModel,
@@ -42,9 +56,10 @@ from diffusion_lab.diffusion.predictions import (
     training_target,
 )
 from diffusion_lab.diffusion.samplers import StepCallback
+from diffusion_lab.lr_schedule import WarmupThenDecay
 from diffusion_lab.models import fast_paths
 from diffusion_lab.models.ema import EMA
-from diffusion_lab.utils.checks import InputError
+from diffusion_lab.utils.checks import InputError, require_int
 from diffusion_lab.utils.seeding import offset_seed_by_rank
 from diffusion_lab.utils.timing import timed
 
@@ -89,6 +104,8 @@ class DiffusionModule(L.LightningModule):
             (``{"_target_": "diffusion_lab.diffusion.DDIMSampler", "_partial_": True, "steps": 25}``).
         optimizer: config of a partial optimizer taking ``params``.
         lr_scheduler: config of a partial LR scheduler taking ``optimizer``, stepped every epoch; or None.
+        lr_warmup_steps: linear LR warmup over this many optimizer steps before the decay (0: none,
+            the learning rates are then exactly the lr_scheduler's); see ``lr_schedule.py``.
         class_names: one name per context dimension (stored in checkpoints for sampling).
         context_dropout: probability of training a sample with the null context.
         loss_weighting: ``none`` or ``min_snr`` (Hang et al. 2023) with ``min_snr_gamma``.
@@ -120,6 +137,7 @@ class DiffusionModule(L.LightningModule):
         sampler: Mapping,
         optimizer: Mapping,
         lr_scheduler: Mapping | None = None,
+        lr_warmup_steps: int = 0,
         class_names: Sequence[str] = (),
         context_dropout: float = 0.1,
         loss_weighting: str = "none",
@@ -142,6 +160,7 @@ class DiffusionModule(L.LightningModule):
             )
         if min_snr_gamma <= 0:
             raise InputError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
+        require_int("module.lr_warmup_steps", lr_warmup_steps, minimum=0)
         self.save_hyperparameters(
             {
                 "net": _plain(net),
@@ -149,6 +168,7 @@ class DiffusionModule(L.LightningModule):
                 "sampler": _plain(sampler),
                 "optimizer": _plain(optimizer),
                 "lr_scheduler": _plain(lr_scheduler),
+                "lr_warmup_steps": lr_warmup_steps,
                 "class_names": list(class_names),
                 "context_dropout": context_dropout,
                 "loss_weighting": loss_weighting,
@@ -171,6 +191,8 @@ class DiffusionModule(L.LightningModule):
                 "or set scheduler.zero_terminal_snr=false"
             )
         self.ema = EMA(self.net, decay=ema_decay)
+        self._ema_updates: int | None = None  # ema.n_averaged, read once per fit (no device sync)
+        self._val_draws: tuple[torch.Tensor, torch.Tensor] | None = None
         num_classes = getattr(self.net, "n_cfeat", len(class_names))
         if class_names and len(class_names) != num_classes:
             raise InputError(
@@ -212,14 +234,22 @@ class DiffusionModule(L.LightningModule):
         images: torch.Tensor,
         contexts: torch.Tensor,
         generator: torch.Generator | None = None,
+        draws: tuple[torch.Tensor, torch.Tensor] | None = None,
+        reduce: bool = True,
     ) -> torch.Tensor:
+        """The (weighted) loss of a batch, its mean (or, without ``reduce``, per image (B,));
+        ``draws`` = (t (B,), noise (B, C, H, W)) fixes the timesteps and noise, else they are
+        drawn from ``generator`` (the global generator when None)."""
         batch = images.shape[0]
-        t = torch.randint(
-            1, self.schedule.timesteps + 1, (batch,), device=self.device, generator=generator
-        )
-        noise = torch.randn(
-            images.shape, device=self.device, dtype=images.dtype, generator=generator
-        )
+        if draws is not None:
+            t, noise = draws
+        else:
+            t = torch.randint(
+                1, self.schedule.timesteps + 1, (batch,), device=self.device, generator=generator
+            )
+            noise = torch.randn(
+                images.shape, device=self.device, dtype=images.dtype, generator=generator
+            )
         x_t = self.schedule.q_sample(images, t, noise)
         output = net(x_t, t.to(images.dtype) / self.schedule.timesteps, contexts)
         alpha, sigma = alpha_sigma(self.schedule.alpha_bars, t, images)
@@ -230,7 +260,7 @@ class DiffusionModule(L.LightningModule):
                 self.prediction, self.schedule.snr(t), self.hparams.min_snr_gamma
             )
             per_sample = per_sample * weight.to(per_sample.dtype)
-        return per_sample.mean()
+        return per_sample.mean() if reduce else per_sample
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         images, contexts = batch
@@ -241,14 +271,79 @@ class DiffusionModule(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """After a batch whose optimizer step ran (``global_step`` moved past the EMA's count):
+        the ranks' buffers agree, then one EMA update. Accumulating micro-batches update nothing."""
+        if self._ema_updates is None:
+            self._ema_updates = int(self.ema.n_averaged)
+        if self._ema_updates >= self.trainer.global_step:
+            return
+        self.average_buffers_over_ranks()
         self.ema.update_parameters(self.net)
+        self._ema_updates += 1
+
+    def on_train_start(self) -> None:
+        self._ema_updates = None  # read again from the (possibly restored) EMA
+        # after a resume's optimizer state is restored (on_fit_start comes before that)
+        for optimizer in self.trainer.optimizers:
+            fast_paths.match_state_layouts(optimizer)
+
+    def average_buffers_over_ranks(self) -> None:
+        """Under DDP: every floating buffer of the net (BatchNorm's running mean and variance) set
+        to its mean over the ranks, in one all-reduce; the result is the same on every rank.
+        Each rank updates them from its own images, and DDP only broadcasts rank 0's at the next
+        forward: without this the EMA, which averages buffers too, would differ between ranks."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return
+        buffers = [b for b in self.net.buffers() if b.is_floating_point()]
+        if not buffers:
+            return
+        flat = torch.cat([b.detach().reshape(-1) for b in buffers])
+        mean = self.trainer.strategy.reduce(flat, reduce_op="mean")
+        for buffer, value in zip(buffers, mean.split([b.numel() for b in buffers])):
+            buffer.copy_(value.view_as(buffer))
+
+    def validation_draws(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed timesteps (count,) and noise (count, C, H, W) of the validation images, row
+        i for image i of the validation set: drawn once, in that order, from a generator on the
+        device seeded with ``val_seed`` (t first, then the noise)."""
+        cached = self._val_draws
+        if cached is None or len(cached[0]) != count or cached[0].device != self.device:
+            generator = torch.Generator(device=self.device).manual_seed(self.hparams.val_seed)
+            t = torch.randint(
+                1, self.schedule.timesteps + 1, (count,), device=self.device, generator=generator
+            )
+            noise = torch.randn(
+                (count, *self.image_shape), device=self.device, generator=generator
+            )
+            self._val_draws = cached = (t, noise)
+        return cached
+
+    def _validation_indices(self, batch_idx: int, batch: int) -> tuple[torch.Tensor, int]:
+        """(indices in the validation set of this rank's batch, validation set size)."""
+        loader = self.trainer.val_dataloaders
+        if isinstance(loader, list):
+            loader = loader[0]
+        if isinstance(loader, IndexLoader):
+            return loader.batch_indices(batch_idx), loader.sampler.num_samples
+        # a torch DataLoader, unshuffled: batch b holds images b * B .. (exact in one process;
+        # under DDP its DistributedSampler interleaves and pads, so the draws are approximate)
+        start = batch_idx * loader.batch_size
+        count = len(loader.dataset)
+        return torch.arange(start, start + batch, device=self.device) % count, count
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         images, contexts = batch
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(self.hparams.val_seed + batch_idx)
-        loss = self._loss(self.ema.module, images, contexts, generator)
-        self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True)
+        indices, count = self._validation_indices(batch_idx, len(images))
+        t, noise = self.validation_draws(count)
+        indices = indices.to(self.device)
+        draws = (t[indices], noise[indices].to(images.dtype))
+        losses = self._loss(self.ema.module, images, contexts, draws=draws, reduce=False)
+        loss = losses.mean()
+        # logged with its batch size: the epoch value is sum(losses) / sum(sizes) over every
+        # batch of every rank (Lightning sums both over the ranks): the mean over the set
+        self.log(
+            "val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=len(images)
+        )
         return loss
 
     def configure_optimizers(self):
@@ -263,11 +358,23 @@ class DiffusionModule(L.LightningModule):
         optimizer = make_optimizer(params=self.net.parameters(), **options)
         if self.hparams.lr_scheduler is None:
             return optimizer
-        scheduler = instantiate(self.hparams.lr_scheduler)(optimizer=optimizer)
+        warmup, decay = self.hparams.get("lr_warmup_steps", 0), self.hparams.lr_scheduler
+        if decay is None and warmup == 0:
+            return optimizer
+        decay = instantiate(decay) if decay is not None else None
+        scheduler = WarmupThenDecay(optimizer, warmup, decay)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Once per optimizer step (the scheduler's interval is "step"): tell the schedule whether
+        that step ended the epoch (the decay's epoch step)."""
+        if isinstance(scheduler, WarmupThenDecay):
+            scheduler.step(epoch_ended=self.trainer.is_last_batch)
+        else:
+            super().lr_scheduler_step(scheduler, metric)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = {"version": __version__}
@@ -299,11 +406,6 @@ class DiffusionModule(L.LightningModule):
             fast_paths.compile_in_place(self.net, self.ema.module)
         if self.trainer.world_size > 1:
             offset_seed_by_rank(self.global_rank)  # the ranks' images differ: so must their draws
-
-    def on_train_start(self) -> None:
-        # after a resume's optimizer state is restored (on_fit_start comes before that)
-        for optimizer in self.trainer.optimizers:
-            fast_paths.match_state_layouts(optimizer)
 
     # --- sampling --------------------------------------------------------------------------
     def sample(
