@@ -10,7 +10,6 @@ import pytest
 import torch
 from conftest import SPRITES_COUNT
 from lightning.pytorch.callbacks import ModelCheckpoint
-from torch.utils.data import TensorDataset
 
 from diffusion_lab.data import DiffusionDataModule, IndexLoader, SpritesSource
 

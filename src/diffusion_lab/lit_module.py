@@ -46,7 +46,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab import __version__
 from diffusion_lab.data.fits import check_data_fits
-from diffusion_lab.data.index_loader import IndexLoader
 from diffusion_lab.diffusion import NFECounter, NoiseSchedule, Sampler
 from diffusion_lab.diffusion.predictions import (
     EpsModel,
@@ -56,6 +55,7 @@ from diffusion_lab.diffusion.predictions import (
     training_target,
 )
 from diffusion_lab.diffusion.samplers import StepCallback
+from diffusion_lab.distributed import average_buffers, validation_indices
 from diffusion_lab.lr_schedule import WarmupThenDecay
 from diffusion_lab.models import fast_paths
 from diffusion_lab.models.ema import EMA
@@ -288,19 +288,10 @@ class DiffusionModule(L.LightningModule):
             fast_paths.match_state_layouts(optimizer)
 
     def average_buffers_over_ranks(self) -> None:
-        """Under DDP: every floating buffer of the net (BatchNorm's running mean and variance) set
-        to its mean over the ranks, in one all-reduce; the result is the same on every rank.
-        Each rank updates them from its own images, and DDP only broadcasts rank 0's at the next
-        forward: without this the EMA, which averages buffers too, would differ between ranks."""
-        if self._trainer is None or self.trainer.world_size == 1:
-            return
-        buffers = [b for b in self.net.buffers() if b.is_floating_point()]
-        if not buffers:
-            return
-        flat = torch.cat([b.detach().reshape(-1) for b in buffers])
-        mean = self.trainer.strategy.reduce(flat, reduce_op="mean")
-        for buffer, value in zip(buffers, mean.split([b.numel() for b in buffers])):
-            buffer.copy_(value.view_as(buffer))
+        """Under DDP: the net's floating buffers set to their mean over the ranks
+        (:func:`~diffusion_lab.distributed.average_buffers`)."""
+        if self._trainer is not None and self.trainer.world_size > 1:
+            average_buffers(self.net, self.trainer.strategy)
 
     def validation_draws(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The fixed timesteps (count,) and noise (count, C, H, W) of the validation images, row
@@ -312,28 +303,13 @@ class DiffusionModule(L.LightningModule):
             t = torch.randint(
                 1, self.schedule.timesteps + 1, (count,), device=self.device, generator=generator
             )
-            noise = torch.randn(
-                (count, *self.image_shape), device=self.device, generator=generator
-            )
+            noise = torch.randn((count, *self.image_shape), device=self.device, generator=generator)
             self._val_draws = cached = (t, noise)
         return cached
 
-    def _validation_indices(self, batch_idx: int, batch: int) -> tuple[torch.Tensor, int]:
-        """(indices in the validation set of this rank's batch, validation set size)."""
-        loader = self.trainer.val_dataloaders
-        if isinstance(loader, list):
-            loader = loader[0]
-        if isinstance(loader, IndexLoader):
-            return loader.batch_indices(batch_idx), loader.sampler.num_samples
-        # a torch DataLoader, unshuffled: batch b holds images b * B .. (exact in one process;
-        # under DDP its DistributedSampler interleaves and pads, so the draws are approximate)
-        start = batch_idx * loader.batch_size
-        count = len(loader.dataset)
-        return torch.arange(start, start + batch, device=self.device) % count, count
-
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         images, contexts = batch
-        indices, count = self._validation_indices(batch_idx, len(images))
+        indices, count = validation_indices(self.trainer.val_dataloaders, batch_idx, len(images))
         t, noise = self.validation_draws(count)
         indices = indices.to(self.device)
         draws = (t[indices], noise[indices].to(images.dtype))

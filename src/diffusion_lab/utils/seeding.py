@@ -10,4 +10,3 @@ def offset_seed_by_rank(rank: int) -> None:
     """``seed_everything`` gives every rank the same seed: reseed torch's global generator with
     that seed + ``rank`` (at the start of fitting)."""
     torch.manual_seed(torch.initial_seed() + rank)
-
