@@ -27,7 +27,7 @@ Many processes (DDP) and gradient accumulation:
   step: ``lr_warmup_steps`` of linear warmup, then the configured decay at each epoch's end;
 - ``val/loss`` gives validation image i (its index in the validation set) the same timestep and
   noise in every run, whatever the batch size or the number of ranks: the loss of each image is
-  a fixed function of the weights, and the ranks' sums are reduced into the mean over the set.
+  a fixed function of the weights, and the ranks' sums and counts are summed into the mean over the set.
 """
 
 from __future__ import annotations
@@ -193,6 +193,7 @@ class DiffusionModule(L.LightningModule):
         self.ema = EMA(self.net, decay=ema_decay)
         self._ema_updates: int | None = None  # ema.n_averaged, read once per fit (no device sync)
         self._val_draws: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._val_totals = torch.zeros(2, dtype=torch.float64)  # sum of losses, images: this rank
         num_classes = getattr(self.net, "n_cfeat", len(class_names))
         if class_names and len(class_names) != num_classes:
             raise InputError(
@@ -314,13 +315,21 @@ class DiffusionModule(L.LightningModule):
         indices = indices.to(self.device)
         draws = (t[indices], noise[indices].to(images.dtype))
         losses = self._loss(self.ema.module, images, contexts, draws=draws, reduce=False)
-        loss = losses.mean()
-        # logged with its batch size: the epoch value is sum(losses) / sum(sizes) over every
-        # batch of every rank (Lightning sums both over the ranks): the mean over the set
-        self.log(
-            "val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True, batch_size=len(images)
+        self._val_totals += torch.stack(
+            [losses.detach().double().sum(), losses.new_tensor(len(losses)).double()]
         )
-        return loss
+        return losses.mean()
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_totals = torch.zeros(2, dtype=torch.float64, device=self.device)
+
+    def on_validation_epoch_end(self) -> None:
+        """val/loss = sum of the images' losses / their count, both summed over the ranks: the
+        mean over the validation set, exact for uneven shards (Lightning's ``sync_dist`` mean
+        averages the ranks' batch-size counts as integers, so 33 + 32 images count as 64)."""
+        total, count = self.trainer.strategy.reduce(self._val_totals, reduce_op="sum")
+        if count > 0:
+            self.log("val/loss", (total / count).float(), prog_bar=True, sync_dist=False)
 
     def configure_optimizers(self):
         make_optimizer = instantiate(self.hparams.optimizer)
