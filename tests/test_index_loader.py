@@ -1,4 +1,4 @@
-"""IndexLoader: every image once per epoch in a seeded order, DistributedSampler's sharding, and a
+"""IndexLoader: every image once per epoch in a seeded order, disjoint shards under DDP, and a
 mid-epoch resume (alone and through Lightning's checkpoints) that continues at the next batch."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import pytest
 import torch
 from conftest import SPRITES_COUNT
 from lightning.pytorch.callbacks import ModelCheckpoint
-from torch.utils.data import DistributedSampler, TensorDataset
 
 from diffusion_lab.data import DiffusionDataModule, IndexLoader, SpritesSource
 
@@ -59,25 +58,43 @@ def test_the_order_is_seeded_per_epoch_and_independent_of_the_global_rng() -> No
     assert not torch.equal(order(seed=0, epoch=1), order(seed=1, epoch=0))  # not seed + epoch
 
 
-def test_without_shuffle_the_shards_are_distributed_samplers() -> None:
-    dataset = TensorDataset(torch.arange(23))
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize(("count", "batch_size"), [(23, 4), (21, 5), (40, 5), (7, 3)])
+def test_the_ranks_share_each_epoch_once_in_as_many_batches(shuffle, count, batch_size) -> None:
+    """Disjoint shards covering the set once (no padding), the same number of batches on every
+    rank, sizes within one of each other; (21, 5) on 4 ranks joins the lone last index to the
+    global batch before it, so no rank gets an empty batch."""
     for world_size in (1, 2, 3, 4):
-        for rank in range(world_size):
-            loader = ids_loader(
-                count=23, batch_size=4, shuffle=False, rank=rank, world_size=world_size
-            )
-            expected = list(DistributedSampler(dataset, world_size, rank, shuffle=False))
-            assert torch.cat(served(loader)).tolist() == expected
+        loaders = [
+            ids_loader(count, batch_size, shuffle=shuffle, rank=rank, world_size=world_size)
+            for rank in range(world_size)
+        ]
+        shards = [served(loader) for loader in loaders]
+        assert len({len(batches) for batches in shards}) == 1, world_size
+        assert all(len(loader) == len(shards[0]) for loader in loaders)
+        every = torch.cat([torch.cat(batches) for batches in shards])
+        assert torch.equal(every.sort().values, torch.arange(count)), world_size
+        for step in zip(*shards):
+            sizes = [len(ids) for ids in step]
+            assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1, (world_size, sizes)
+        for rank, loader in enumerate(loaders):  # batch_indices names what each batch holds
+            for number, ids in enumerate(shards[rank]):
+                assert torch.equal(loader.batch_indices(number), ids)
 
 
-def test_shuffled_shards_split_one_permutation_padded_like_distributed_sampler() -> None:
-    world_size = 3
-    loaders = [ids_loader(count=23, rank=rank, world_size=world_size) for rank in range(3)]
-    shards = [torch.cat(served(loader)) for loader in loaders]
-    assert [len(shard) for shard in shards] == [8, 8, 8]  # ceil(23 / 3)
-    interleaved = torch.stack(shards, dim=1).flatten()  # rank r holds positions r, r + 3, ...
-    assert torch.equal(interleaved[:23].sort().values, torch.arange(23))
-    assert torch.equal(interleaved[23:], interleaved[:1])  # padded with the order's start
+def test_one_rank_cuts_the_order_into_plain_batches() -> None:
+    loader = ids_loader(count=23, batch_size=5)
+    generator = torch.Generator().manual_seed(0)
+    from diffusion_lab.data.index_loader import epoch_seed
+
+    generator.manual_seed(epoch_seed(0, 0))
+    order = torch.randperm(23, generator=generator)
+    assert all(map(torch.equal, served(loader), order.split(5)))
+
+
+def test_fewer_images_than_ranks_are_refused() -> None:
+    with pytest.raises(ValueError, match="3 images cannot be shared among 4 ranks"):
+        ids_loader(count=3, rank=0, world_size=4)
 
 
 @pytest.mark.parametrize("served_before", [0, 2, 5])

@@ -15,6 +15,19 @@ which trains the unconditional model used by classifier-free guidance.
 The network, noise schedule, sampler, optimizer and LR scheduler are given as configs (mappings with
 ``_target_``) and instantiated here, so the checkpoint's hyper-parameters hold the recipe, not a
 pickled network, and ``DiffusionModule.load_from_checkpoint(path)`` rebuilds everything alone.
+
+Many processes (DDP) and gradient accumulation:
+
+- the EMA is updated once per optimizer step (after a batch whose step ran), so its update count
+  ``ema.n_averaged`` equals ``global_step`` and its warm-up counts optimizer steps, whatever
+  ``accumulate_grad_batches`` is; under DDP the floating buffers (BatchNorm's running statistics,
+  which each rank updates from its own images) are averaged over the ranks first, so the live net
+  and its EMA are the same on every rank;
+- the LR schedule (:class:`~diffusion_lab.lr_schedule.WarmupThenDecay`) steps once per optimizer
+  step: ``lr_warmup_steps`` of linear warmup, then the configured decay at each epoch's end;
+- ``val/loss`` gives validation image i (its index in the validation set) the same timestep and
+  noise in every run, whatever the batch size or the number of ranks: the loss of each image is
+  a fixed function of the weights, and the ranks' sums and counts are summed into the mean over the set.
 """
 
 from __future__ import annotations
@@ -42,10 +55,12 @@ from diffusion_lab.diffusion.predictions import (
     training_target,
 )
 from diffusion_lab.diffusion.samplers import StepCallback
+from diffusion_lab.distributed import average_buffers, validation_indices
+from diffusion_lab.lr_schedule import WarmupThenDecay
 from diffusion_lab.models import fast_paths
 from diffusion_lab.models.ema import EMA
 from diffusion_lab.models.precision import AUTOCAST_DTYPES, in_precision, normalize_precision
-from diffusion_lab.utils.checks import InputError
+from diffusion_lab.utils.checks import InputError, require_int
 from diffusion_lab.utils.seeding import offset_seed_by_rank
 from diffusion_lab.utils.timing import timed
 
@@ -90,6 +105,8 @@ class DiffusionModule(L.LightningModule):
             (``{"_target_": "diffusion_lab.diffusion.DDIMSampler", "_partial_": True, "steps": 25}``).
         optimizer: config of a partial optimizer taking ``params``.
         lr_scheduler: config of a partial LR scheduler taking ``optimizer``, stepped every epoch; or None.
+        lr_warmup_steps: linear LR warmup over this many optimizer steps before the decay (0: none,
+            the learning rates are then exactly the lr_scheduler's); see ``lr_schedule.py``.
         class_names: one name per context dimension (stored in checkpoints for sampling).
         context_dropout: probability of training a sample with the null context.
         loss_weighting: ``none`` or ``min_snr`` (Hang et al. 2023) with ``min_snr_gamma``.
@@ -121,6 +138,7 @@ class DiffusionModule(L.LightningModule):
         sampler: Mapping,
         optimizer: Mapping,
         lr_scheduler: Mapping | None = None,
+        lr_warmup_steps: int = 0,
         class_names: Sequence[str] = (),
         context_dropout: float = 0.1,
         loss_weighting: str = "none",
@@ -143,6 +161,7 @@ class DiffusionModule(L.LightningModule):
             )
         if min_snr_gamma <= 0:
             raise InputError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
+        require_int("module.lr_warmup_steps", lr_warmup_steps, minimum=0)
         self.save_hyperparameters(
             {
                 "net": _plain(net),
@@ -150,6 +169,7 @@ class DiffusionModule(L.LightningModule):
                 "sampler": _plain(sampler),
                 "optimizer": _plain(optimizer),
                 "lr_scheduler": _plain(lr_scheduler),
+                "lr_warmup_steps": lr_warmup_steps,
                 "class_names": list(class_names),
                 "context_dropout": context_dropout,
                 "loss_weighting": loss_weighting,
@@ -172,6 +192,9 @@ class DiffusionModule(L.LightningModule):
                 "or set scheduler.zero_terminal_snr=false"
             )
         self.ema = EMA(self.net, decay=ema_decay)
+        self._ema_updates: int | None = None  # ema.n_averaged, read once per fit (no device sync)
+        self._val_draws: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._val_totals = torch.zeros(2, dtype=torch.float64)  # sum of losses, images: this rank
         num_classes = getattr(self.net, "n_cfeat", len(class_names))
         if class_names and len(class_names) != num_classes:
             raise InputError(
@@ -213,14 +236,22 @@ class DiffusionModule(L.LightningModule):
         images: torch.Tensor,
         contexts: torch.Tensor,
         generator: torch.Generator | None = None,
+        draws: tuple[torch.Tensor, torch.Tensor] | None = None,
+        reduce: bool = True,
     ) -> torch.Tensor:
+        """The (weighted) loss of a batch, its mean (or, without ``reduce``, per image (B,));
+        ``draws`` = (t (B,), noise (B, C, H, W)) fixes the timesteps and noise, else they are
+        drawn from ``generator`` (the global generator when None)."""
         batch = images.shape[0]
-        t = torch.randint(
-            1, self.schedule.timesteps + 1, (batch,), device=self.device, generator=generator
-        )
-        noise = torch.randn(
-            images.shape, device=self.device, dtype=images.dtype, generator=generator
-        )
+        if draws is not None:
+            t, noise = draws
+        else:
+            t = torch.randint(
+                1, self.schedule.timesteps + 1, (batch,), device=self.device, generator=generator
+            )
+            noise = torch.randn(
+                images.shape, device=self.device, dtype=images.dtype, generator=generator
+            )
         x_t = self.schedule.q_sample(images, t, noise)
         output = net(x_t, t.to(images.dtype) / self.schedule.timesteps, contexts)
         alpha, sigma = alpha_sigma(self.schedule.alpha_bars, t, images)
@@ -231,7 +262,7 @@ class DiffusionModule(L.LightningModule):
                 self.prediction, self.schedule.snr(t), self.hparams.min_snr_gamma
             )
             per_sample = per_sample * weight.to(per_sample.dtype)
-        return per_sample.mean()
+        return per_sample.mean() if reduce else per_sample
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         images, contexts = batch
@@ -242,15 +273,65 @@ class DiffusionModule(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """After a batch whose optimizer step ran (``global_step`` moved past the EMA's count):
+        the ranks' buffers agree, then one EMA update. Accumulating micro-batches update nothing."""
+        if self._ema_updates is None:
+            self._ema_updates = int(self.ema.n_averaged)
+        if self._ema_updates >= self.trainer.global_step:
+            return
+        self.average_buffers_over_ranks()
         self.ema.update_parameters(self.net)
+        self._ema_updates += 1
+
+    def on_train_start(self) -> None:
+        self._ema_updates = None  # read again from the (possibly restored) EMA
+        # after a resume's optimizer state is restored (on_fit_start comes before that)
+        for optimizer in self.trainer.optimizers:
+            fast_paths.match_state_layouts(optimizer)
+
+    def average_buffers_over_ranks(self) -> None:
+        """Under DDP: the net's floating buffers set to their mean over the ranks
+        (:func:`~diffusion_lab.distributed.average_buffers`)."""
+        trainer = self.attached_trainer()
+        if trainer is not None and trainer.world_size > 1:
+            average_buffers(self.net, trainer.strategy)
+
+    def validation_draws(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed timesteps (count,) and noise (count, C, H, W) of the validation images, row
+        i for image i of the validation set: drawn once, in that order, from a generator on the
+        device seeded with ``val_seed`` (t first, then the noise)."""
+        cached = self._val_draws
+        if cached is None or len(cached[0]) != count or cached[0].device != self.device:
+            generator = torch.Generator(device=self.device).manual_seed(self.hparams.val_seed)
+            t = torch.randint(
+                1, self.schedule.timesteps + 1, (count,), device=self.device, generator=generator
+            )
+            noise = torch.randn((count, *self.image_shape), device=self.device, generator=generator)
+            self._val_draws = cached = (t, noise)
+        return cached
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         images, contexts = batch
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(self.hparams.val_seed + batch_idx)
-        loss = self._loss(self.ema.module, images, contexts, generator)
-        self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True)
-        return loss
+        indices, count = validation_indices(self.trainer.val_dataloaders, batch_idx, len(images))
+        t, noise = self.validation_draws(count)
+        indices = indices.to(self.device)
+        draws = (t[indices], noise[indices].to(images.dtype))
+        losses = self._loss(self.ema.module, images, contexts, draws=draws, reduce=False)
+        self._val_totals += torch.stack(
+            [losses.detach().double().sum(), losses.new_tensor(len(losses)).double()]
+        )
+        return losses.mean()
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_totals = torch.zeros(2, dtype=torch.float64, device=self.device)
+
+    def on_validation_epoch_end(self) -> None:
+        """val/loss = sum of the images' losses / their count, both summed over the ranks: the
+        mean over the validation set, exact for uneven shards (Lightning's ``sync_dist`` mean
+        averages the ranks' batch-size counts as integers, so 33 + 32 images count as 64)."""
+        total, count = self.trainer.strategy.reduce(self._val_totals, reduce_op="sum")
+        if count > 0:
+            self.log("val/loss", (total / count).float(), prog_bar=True, sync_dist=False)
 
     def configure_optimizers(self):
         make_optimizer = instantiate(self.hparams.optimizer)
@@ -264,11 +345,23 @@ class DiffusionModule(L.LightningModule):
         optimizer = make_optimizer(params=self.net.parameters(), **options)
         if self.hparams.lr_scheduler is None:
             return optimizer
-        scheduler = instantiate(self.hparams.lr_scheduler)(optimizer=optimizer)
+        warmup, decay = self.hparams.get("lr_warmup_steps", 0), self.hparams.lr_scheduler
+        if decay is None and warmup == 0:
+            return optimizer
+        decay = instantiate(decay) if decay is not None else None
+        scheduler = WarmupThenDecay(optimizer, warmup, decay)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Once per optimizer step (the scheduler's interval is "step"): tell the schedule whether
+        that step ended the epoch (the decay's epoch step)."""
+        if isinstance(scheduler, WarmupThenDecay):
+            scheduler.step(epoch_ended=self.trainer.is_last_batch)
+        else:
+            super().lr_scheduler_step(scheduler, metric)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = {"version": __version__, "precision": self.sampling_precision}
@@ -301,11 +394,6 @@ class DiffusionModule(L.LightningModule):
             fast_paths.compile_in_place(self.net, self.ema.module)
         if self.trainer.world_size > 1:
             offset_seed_by_rank(self.global_rank)  # the ranks' images differ: so must their draws
-
-    def on_train_start(self) -> None:
-        # after a resume's optimizer state is restored (on_fit_start comes before that)
-        for optimizer in self.trainer.optimizers:
-            fast_paths.match_state_layouts(optimizer)
 
     def attached_trainer(self) -> L.Trainer | None:
         """The Trainer this module is attached to, or None (a module loaded to sample)."""

@@ -4,6 +4,7 @@ panel, and what training needs around them. One module per callback; import them
 from diffusion_lab.callbacks.non_finite import NonFiniteGuard, NonFiniteLossError
 from diffusion_lab.callbacks.preemption import Preempted, Preemption, check_stop
 from diffusion_lab.callbacks.quality import QualityPanel
+from diffusion_lab.callbacks.rank_audit import RankAudit
 from diffusion_lab.callbacks.resume_state import ResumeState
 from diffusion_lab.callbacks.sample_grids import SampleGrids, one_hot_rows
 
@@ -13,6 +14,7 @@ __all__ = [
     "Preempted",
     "Preemption",
     "QualityPanel",
+    "RankAudit",
     "ResumeState",
     "SampleGrids",
     "check_stop",

@@ -2,7 +2,8 @@
 
 The signal handler only records the signal; the work happens at the next safe point:
 
-- after the current training batch (``on_train_batch_end``; after an epoch's last batch, the
+- after the current training batch (``on_train_batch_end``; with ``accumulate_grad_batches=k``
+  after the batch that ends the current accumulation window; after an epoch's last batch, the
   next safe point is the grid's first step or the next epoch's first batch, so a signal during
   validation is honoured right after it), or
 - at the next step of a sampling chain (a grid or the GIF: ``check_stop`` is the samplers'
@@ -191,7 +192,11 @@ class Preemption(L.Callback):
     ) -> None:
         # not after an epoch's last batch: Lightning would resume from there as from the epoch's
         # end (no validation, grid or LR step); the next safe point is at most a validation away
-        if index + 1 >= trainer.num_training_batches or not self._agreed(trainer):
+        # and only where an accumulation window ends (an optimizer step ran): the gradients summed
+        # so far in a window are in no checkpoint, so the stop waits for at most k - 1 batches
+        if index + 1 >= trainer.num_training_batches:
+            return
+        if (index + 1) % trainer.accumulate_grad_batches or not self._agreed(trainer):
             return
         # finish the batch as the loop would after the callbacks (the module's hook: the EMA
         # update; the step's logged values), so the checkpoint holds the state after this batch

@@ -15,8 +15,15 @@ once the first resumed batch has logged its metrics. On CPU in deterministic mod
 from a mid-epoch checkpoint then ends with the same weights and logged values, bit for bit, as one
 that was never interrupted (tests/test_resume.py).
 
-Under DDP only rank 0's generators are saved; on resume each rank continues from them re-seeded
-with its rank, so the ranks differ (as they must) but the run is not bitwise repeatable.
+Under DDP every rank's generators are saved: Lightning writes rank 0's checkpoint dict, so the
+ranks' states are gathered into it (``rng``: one state per rank, by global rank) and on resume each
+rank takes back its own; a checkpoint of W ranks resumes on W ranks only. The gather is a
+collective: mid-epoch every rank is inside ``trainer.save_checkpoint`` together. At an epoch's end
+rank 0 may save alone (a preemption while it draws the grid, the other ranks already waiting in
+the next epoch), so the states are gathered after the epoch's last training batch, where all ranks
+still are, and an epoch-end checkpoint takes those (nothing draws from the global generators
+between that batch and the epoch's end: validation uses its own fixed draws). The loader's
+position needs no gathering: every rank has served the same number of batches (IndexLoader).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from diffusion_lab.callbacks._lightning import (
     epoch_sums,
     set_epoch_sums,
 )
-from diffusion_lab.utils.seeding import fork_stream_for_rank
+from diffusion_lab.utils.checks import InputError
 
 
 def capture_rng() -> dict[str, Any]:
@@ -66,6 +73,16 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
+def gather_rng(trainer: L.Trainer) -> list[dict[str, Any]]:
+    """Every rank's ``capture_rng()``, by global rank (a collective under DDP)."""
+    state = capture_rng()
+    if trainer.world_size == 1 or not torch.distributed.is_initialized():
+        return [state]
+    states: list[Any] = [None] * trainer.world_size
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
 def _epoch_sums(trainer: L.Trainer) -> dict[str, dict[str, Any]]:
     """The running sums of the training epoch's epoch-level logged values, by logged name."""
     return {
@@ -80,8 +97,9 @@ class ResumeState(L.Callback):
 
     def __init__(self) -> None:
         self._trainer: L.Trainer | None = None
-        self._rng: dict[str, Any] | None = None
+        self._rng: list[dict[str, Any]] | None = None  # loaded, one per rank, until restored
         self._sums: dict[str, Any] = {}
+        self._epoch_end_rng: tuple[int, list[dict[str, Any]]] | None = None  # (epoch, states)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._trainer = trainer
@@ -95,19 +113,39 @@ class ResumeState(L.Callback):
                 "epoch_done": epoch_done(trainer),  # batches all done: at its end
                 "values": _epoch_sums(trainer),
             }
-        return {"rng": capture_rng(), "epoch_sums": sums}
+        return {"rng": self._rng_to_save(trainer), "epoch_sums": sums}
+
+    def _rng_to_save(self, trainer: L.Trainer | None) -> list[dict[str, Any]]:
+        """Every rank's generator states: gathered now, or at an epoch's end those gathered after
+        its last batch (module docstring)."""
+        if trainer is None or trainer.world_size == 1:
+            return [capture_rng()]
+        if (
+            self._epoch_end_rng is not None
+            and self._epoch_end_rng[0] == trainer.current_epoch
+            and epoch_done(trainer)
+        ):
+            return self._epoch_end_rng[1]
+        return gather_rng(trainer)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._rng = state_dict["rng"]
+        rng = state_dict["rng"]
+        self._rng = [rng] if isinstance(rng, dict) else list(rng)  # a dict: one process's
         self._sums = dict(state_dict.get("epoch_sums") or {})
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._rng is None:
             return
-        restore_rng(self._rng)
+        if len(self._rng) != trainer.world_size:
+            raise InputError(
+                f"the checkpoint holds the random states of {len(self._rng)} ranks, but this run "
+                f"has {trainer.world_size}: resume with as many processes (trainer.devices x "
+                "trainer.num_nodes) as the saved run"
+            )
+        restore_rng(self._rng[trainer.global_rank])
+        if epoch_done(trainer):  # resumed at an epoch's end: these are that end's states
+            self._epoch_end_rng = (trainer.current_epoch, self._rng)
         self._rng = None
-        if trainer.world_size > 1:  # each rank its own stream (see the module docstring)
-            fork_stream_for_rank(trainer.global_rank)
 
     def _pending(self, trainer: L.Trainer, at_epoch_end: bool) -> dict[str, Any]:
         """The saved sums, once, if they belong to this point of this epoch."""
@@ -116,9 +154,14 @@ class ResumeState(L.Callback):
             return sums["values"]
         return {}
 
-    def on_train_batch_end(self, trainer: L.Trainer, *_: Any) -> None:
-        """Resumed mid-epoch: the epoch's sums so far join those of the first resumed batch (the
-        same additions, in an order that floating point does not see: a + b == b + a)."""
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, index: int
+    ) -> None:
+        """After the epoch's last batch under DDP: gather the ranks' generator states (module
+        docstring). Resumed mid-epoch: the epoch's sums so far join those of the first resumed
+        batch (the same additions, in an order that floating point does not see: a + b == b + a)."""
+        if trainer.world_size > 1 and index + 1 >= trainer.num_training_batches:
+            self._epoch_end_rng = (trainer.current_epoch, gather_rng(trainer))
         if not self._sums:
             return
         saved = self._pending(trainer, at_epoch_end=False)

@@ -9,9 +9,14 @@ Order. Epoch e of a loader with data seed s uses the permutation drawn by a gene
 seeded with ``epoch_seed(s, e)``: the same (s, e) always gives the same order on a given device type
 (CPU and CUDA generators draw different permutations), whatever the global RNG has done.
 
-Distributed. Like ``DistributedSampler(drop_last=False)``: the permutation of N indices is padded by
-repeating its start up to a multiple of the world size W, and rank r takes every W-th index from r;
-each rank serves ceil(N / W) images. Every rank draws the same permutation (same seed and epoch).
+Distributed. Each epoch's order is cut into global batches of W x B indices (W ranks, B the
+per-rank batch size), and rank r takes every W-th index of each from r: no index is repeated or
+left out (unlike ``DistributedSampler``, which pads the order with its start), every rank has the
+same number of batches (DDP needs one gradient all-reduce per step on every rank), and the ranks'
+batch sizes differ by at most one, in the last global batch only. A last global batch of fewer
+than W indices (some rank would get none) joins the one before it. Every rank draws the same
+permutation (same seed and epoch), so the ranks' indices are disjoint and cover the set once.
+With W = 1 this is the plain order cut into batches of B.
 
 State. ``state_dict()`` holds the epoch and the number of batches served in it; Lightning's fit loop
 saves it in checkpoints (``loops.fit_loop.state_dict["combined_loader"]``) and gives it back through
@@ -22,7 +27,6 @@ next batch of the same permutation. Lightning sets the epoch through ``loader.sa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -41,14 +45,15 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class ShardedPermutation:
-    """The indices one rank serves in one epoch: a seeded permutation (or 0..N-1), padded and
-    sharded as ``DistributedSampler`` does.
+    """One epoch's order of N indices (a seeded permutation, or 0..N-1) and this rank's batches
+    of it: global batches of W x B indices, of which rank r takes positions r, r + W, ...
+    (module docstring).
 
     Args:
-        num_samples: N, the size of the data set.
+        num_samples: N, the size of the data set (at least the world size).
         shuffle: permute each epoch (training) or keep 0..N-1 (validation).
         seed: the data seed; with the epoch it seeds the permutation (see `epoch_seed`).
-        rank, world_size: this process's shard: indices[rank::world_size] of the padded order.
+        rank, world_size: this process's share of every global batch.
         device: where the permutation is drawn and the indices live.
     """
 
@@ -64,6 +69,11 @@ class ShardedPermutation:
     ) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank must be in 0..world_size-1; got rank {rank} of {world_size}")
+        if num_samples < world_size:
+            raise InputError(
+                f"{num_samples} images cannot be shared among {world_size} ranks (each needs at "
+                "least one); use fewer devices or more data"
+            )
         self.num_samples = num_samples
         self.shuffle = shuffle
         self.seed = seed
@@ -76,24 +86,35 @@ class ShardedPermutation:
         """Called by Lightning before every epoch (as for a DistributedSampler)."""
         self.epoch = epoch
 
-    @property
-    def per_rank(self) -> int:
-        """Indices each rank serves per epoch: ceil(N / world_size)."""
-        return math.ceil(self.num_samples / self.world_size)
+    def order(self, epoch: int) -> torch.Tensor:
+        """All N indices (N,) int64 on the device, in ``epoch``'s order."""
+        if not self.shuffle:
+            return torch.arange(self.num_samples, device=self.device)
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(epoch_seed(self.seed, epoch))
+        return torch.randperm(self.num_samples, generator=generator, device=self.device)
 
-    def indices(self, epoch: int) -> torch.Tensor:
-        """This rank's indices (per_rank,) int64 on the device for ``epoch``."""
-        if self.shuffle:
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(epoch_seed(self.seed, epoch))
-            order = torch.randperm(self.num_samples, generator=generator, device=self.device)
-        else:
-            order = torch.arange(self.num_samples, device=self.device)
-        padding = self.per_rank * self.world_size - self.num_samples
-        if padding:
-            repeats = math.ceil(padding / self.num_samples)
-            order = torch.cat([order, order.repeat(repeats)[:padding]])
-        return order[self.rank :: self.world_size]
+    def bounds(self, batch_size: int, drop_last: bool) -> list[tuple[int, int]]:
+        """(start, end) in the order of each global batch: W x B indices each; the last one
+        shorter (dropped with ``drop_last``), or joined to the one before when it has fewer
+        than W indices."""
+        size, count = batch_size * self.world_size, self.num_samples
+        ends = list(range(size, count + 1, size))
+        remainder = count % size
+        if remainder and not drop_last:
+            if remainder >= self.world_size or not ends:
+                ends.append(count)
+            else:
+                ends[-1] = count
+        return list(zip([0, *ends[:-1]], ends))
+
+    def batches(self, epoch: int, batch_size: int, drop_last: bool) -> list[torch.Tensor]:
+        """This rank's batches of ``epoch``: index tensors (about B,) int64 on the device."""
+        order = self.order(epoch)
+        return [
+            order[start:end][self.rank :: self.world_size]
+            for start, end in self.bounds(batch_size, drop_last)
+        ]
 
 
 class IndexLoader:
@@ -148,10 +169,13 @@ class IndexLoader:
         self._resume: tuple[int, int] | None = None  # (epoch, position) from load_state_dict
 
     def __len__(self) -> int:
-        per_rank = self.sampler.per_rank
-        if self.drop_last:
-            return per_rank // self.batch_size
-        return math.ceil(per_rank / self.batch_size)
+        return len(self.sampler.bounds(self.batch_size, self.drop_last))
+
+    def batch_indices(self, batch: int) -> torch.Tensor:
+        """The data set indices of this rank's batch number ``batch`` of the current epoch (about
+        B,): which images a batch holds, e.g. to give each validation image its own fixed
+        noise whatever the world size."""
+        return self.sampler.batches(self.sampler.epoch, self.batch_size, self.drop_last)[batch]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         # a generator: nothing is drawn until the first batch is asked for, after Lightning's
@@ -166,10 +190,10 @@ class IndexLoader:
             self._resume = None
             if resume_epoch == epoch:
                 start = resume_position
-        order = self.sampler.indices(epoch)
+        batches = self.sampler.batches(epoch, self.batch_size, self.drop_last)
         self.position = start
-        for batch in range(start, len(self)):
-            index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+        for batch in range(start, len(batches)):
+            index = batches[batch]
             self.position = batch + 1  # counted before the yield: a checkpoint taken while the
             # batch is in training_step resumes at the batch after it
             yield tuple(tensor[index] for tensor in self.tensors)

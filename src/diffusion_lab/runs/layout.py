@@ -32,6 +32,7 @@ SAMPLES_DIR = "samples"
 GRID_PATTERN = "epoch_*.png"
 RESULT_FILE = "result.json"
 INTERRUPTED_FILE = "interrupted.json"
+RANKS_FILE = "ranks.json"  # under DDP: what each rank trained on and its final weights
 WANDB_ID_FILE = "wandb_run_id"
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
 

@@ -10,9 +10,3 @@ def offset_seed_by_rank(rank: int) -> None:
     """``seed_everything`` gives every rank the same seed: reseed torch's global generator with
     that seed + ``rank`` (at the start of fitting)."""
     torch.manual_seed(torch.initial_seed() + rank)
-
-
-def fork_stream_for_rank(rank: int) -> None:
-    """Reseed torch's global generator from its own next draw + ``rank``: after every rank
-    restored rank 0's generator states (a resume), the ranks' streams differ again."""
-    torch.manual_seed(int(torch.randint(2**62, (1,))) + rank)
