@@ -213,29 +213,6 @@ def test_resume_continues_the_epoch_count(trained_run, tmp_path):
     assert checkpoint["epoch"] == 1
 
 
-def test_ddp_on_two_cpu_processes_shares_one_run_folder(tmp_path):
-    """trainer=ddp as on GPUs, but with gloo on two CPU processes: Lightning relaunches the command
-    for rank 1 into rank 0's folder; only rank 0 writes grids; val/loss is averaged over ranks."""
-    run_dir = tmp_path / "run"
-    run_train(
-        run_dir,
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "trainer.sync_batchnorm=false",  # SyncBatchNorm needs CUDA
-        "trainer.max_epochs=1",
-        "+trainer.limit_train_batches=3",
-        "+trainer.limit_val_batches=2",
-        "logger=csv",
-    )
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == [
-        "denoising.gif",
-        "epoch_000.png",
-    ]
-    assert (run_dir / "train_ddp_process_1.log").exists()
-
-
 def test_no_validation_set_with_a_val_monitor_is_refused_up_front(tmp_path):
     cfg = compose_train(tmp_path, "data.val_fraction=0")
     with pytest.raises(ValueError, match="callbacks.checkpoint monitors 'val/loss'"):
