@@ -41,6 +41,7 @@ TINY_T = 20  # the tiny checkpoint's scheduler.timesteps (test_train.TINY)
 RESULT_FILES = ("results.csv", "results.md", "results.png")
 DDPM = {"_target_": "diffusion_lab.diffusion.DDPMSampler", "_partial_": True}
 DDIM = {"_target_": "diffusion_lab.diffusion.DDIMSampler", "_partial_": True}
+NEW_FAMILIES = ("dpmpp", "dpmpp_sde", "euler", "heun")  # in diffusion-eval's default panel
 
 
 class ScaledDDIM(DDIMSampler):
@@ -275,11 +276,17 @@ def test_cli_writes_the_table_with_the_judges_accuracy(tmp_path, trained_run):
         raise AssertionError(f"diffusion-eval failed:\n{result.stdout[-3000:]}\n{result.stderr}")
     with open(run_dir / "results.csv", newline="") as stream:
         rows = list(csv.DictReader(stream))
-    # digits val holds 90 images >= 2 x 40: reference and real row both come from it
+    # digits val holds 90 images >= 2 x 40: reference and real row both come from it; the default
+    # panel holds every family: DDPM-T, DDIM, DPM-Solver++ and its SDE, EDM's Euler and Heun (2N - 1)
     assert [(row["sampler"], row["steps"], row["nfe"]) for row in rows] == [
         ("real", "", ""),
         ("ddpm", str(TINY_T), str(TINY_T)),
         ("ddim", "5", "5"),
+        ("dpmpp", "10", "10"),
+        ("dpmpp", "20", "20"),
+        ("dpmpp_sde", "20", "20"),
+        ("euler", "10", "10"),
+        ("heun", "18", "35"),
     ]
     assert {row["reference"] for row in rows} == {"val"}
     judge_accuracies = {row["judge_val_accuracy"] for row in rows}
@@ -335,7 +342,14 @@ def compose_evaluate(*overrides: str):
         ),
         (["data=sprites"], r"classes \['hero', .* of the classes \['0', '1'"),
         (["n_per_class=4", "kid_subset_size=50"], r"kid_subset_size=50 .* 40 generated"),
-        (["ddim_steps=[50]", "panel.ddpm=null"], r"no sampler to study"),
+        (
+            [
+                "ddim_steps=[50]",
+                *[f"panel.{name}=null" for name in NEW_FAMILIES],
+                "panel.ddpm=null",
+            ],
+            r"no sampler to study",
+        ),
         (
             ["sampler=ddim", "sampler.steps=5", "sampler.eta=2"],
             r"DDIM eta must be in \[0, 1\], got 2",

@@ -1,6 +1,6 @@
 """diffusion-eval: sample quality of one checkpoint against the sampler and its steps.
 
-diffusion-eval ckpt_path=outputs/train/runs/<datetime>                    # DDPM-T + DDIM panel
+diffusion-eval ckpt_path=outputs/train/runs/<datetime>        # DDPM-T, DDIM, DPM-Solver++, Euler, Heun
 diffusion-eval ckpt_path=<run> n_per_class=30 'ddim_steps=[10,25,50]' 'ddim_etas=[0.0,1.0]'
 diffusion-eval ckpt_path=<run> sampler=ddim 'sampler.steps=[5,10,25]'     # one sampler, a grid
 diffusion-eval ckpt_path=<run> +data.val_fraction=0.1                      # one data value changed
