@@ -4,6 +4,7 @@ any file (Hydra's own .hydra/ and log aside): data files, checkpoints, run folde
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import re
 import subprocess
@@ -89,7 +90,7 @@ def run_in_process(
     module, _ = ENTRY_POINTS[command]
     main = importlib.import_module(module).main
     capfd.readouterr()
-    argv = sys.argv
+    argv, handlers, level = sys.argv, logging.root.handlers[:], logging.root.level
     sys.argv = [command, *command_line(command, run_dir, *overrides)]
     try:
         main()
@@ -99,6 +100,8 @@ def run_in_process(
     finally:
         sys.argv = argv
         HydraConfig.instance().cfg = None
+        logging.root.handlers[:] = handlers  # not Hydra's, bound to this test's captured streams
+        logging.root.setLevel(level)
     output = capfd.readouterr()
     return SimpleNamespace(returncode=returncode, stdout=output.out, stderr=output.err)
 

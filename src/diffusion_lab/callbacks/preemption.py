@@ -173,9 +173,13 @@ class Preemption(L.Callback):
             signal.signal(signum, _record)
 
     def _stop_listening(self) -> None:
+        """The previous handlers back, and the stop forgotten: it was handled by this fit (a
+        checkpoint and Preempted), so a later fit or sampling chain in this process (a notebook,
+        a test) is not stopped by it."""
         if self._listening and threading.current_thread() is threading.main_thread():
             for signum, handler in self._previous.items():
                 signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+            _received.clear()
         self._listening = False
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
