@@ -87,7 +87,7 @@ def test_group_options_match_the_config_folders():
 @pytest.mark.parametrize(
     "override",
     [f"{group}={option}" for group, options in GROUP_OPTIONS.items() for option in options]
-    + ["experiment=sprites_course"],
+    + ["experiment=sprites_course", "experiment=digits_unet_v"],
 )
 def test_every_config_option_composes(tmp_path, monkeypatch, override):
     monkeypatch.setenv("WANDB_MODE", "offline")
