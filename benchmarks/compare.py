@@ -82,6 +82,7 @@ from diffusion_lab.data import IndexLoader
 from diffusion_lab.data.datamodule import to_model_input
 from diffusion_lab.models import ContextUnet
 from diffusion_lab.train import build_module, train
+from diffusion_lab.utils.io import write_json
 from diffusion_lab.utils.timing import device_name, synchronize, timed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/peak.py, beside this file
@@ -552,8 +553,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             + ", ".join(f"{k} {v:.2f}" for k, v in extra.items())
         )
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return result
 
 

@@ -15,7 +15,6 @@ themselves in bf16, the kernels autocast would pick).
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from diffusion_lab.utils.io import write_json
 from diffusion_lab.utils.timing import device_name, timed
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -125,8 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"device: {peaks['device']}; torch {peaks['torch']}; setting {peaks['setting']}")
     print(table(peaks))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(peaks, indent=2))
+        write_json(args.json, peaks)
     return peaks
 
 

@@ -343,8 +343,6 @@ class DiffusionModule(L.LightningModule):
             )
             options = {}
         optimizer = make_optimizer(params=self.net.parameters(), **options)
-        if self.hparams.lr_scheduler is None:
-            return optimizer
         warmup, decay = self.hparams.get("lr_warmup_steps", 0), self.hparams.lr_scheduler
         if decay is None and warmup == 0:
             return optimizer
