@@ -205,10 +205,11 @@ def test_bad_input_is_a_message_in_the_page(client, tiny_run, tmp_path):
 
 
 def test_load_endpoint_switches_checkpoints_and_relabels_the_sliders(client, runs):
-    loaded, steps, *sliders = client.predict(str(runs / "older"), api_name="/load")
+    loaded, steps, eta, *sliders = client.predict(str(runs / "older"), api_name="/load")
     assert loaded.endswith(".ckpt") and "older" in loaded
-    # the page's controls set for the picked model: steps up to its T, a slider per class
-    assert (steps["maximum"], steps["value"]) == (20, 20)  # min(25, T = 20)
+    # the page's controls set for the picked model: steps up to its T and its run's default
+    # sampler (DDIM, sampler.steps=5, eta 1 by default), a slider per class
+    assert (steps["maximum"], steps["value"], eta["value"]) == (20, 5, 1.0)
     assert [(s["label"], s["visible"], s["value"]) for s in sliders] == [
         (str(digit), True, 1.0 if digit == 0 else 0.0) for digit in range(10)
     ]

@@ -58,7 +58,7 @@ def test_the_folder_holds_weights_config_and_card(exported, tiny_run):
     config = json.loads((exported / "config.json").read_text())
     assert config["format"] == "diffusion-lab-export" and config["format_version"] == 1
     assert config["class_names"] == DIGITS and config["image_shape"] == [1, 16, 16]
-    assert config["prediction"] == "eps"
+    assert config["prediction"] == "v"  # the default recipe's target
     assert config["net"]["_target_"].endswith("ContextUnet") and config["net"]["n_feat"] == 8
     assert config["schedule"]["timesteps"] == 20
     assert config["sampler"]["_target_"].endswith("DDIMSampler") and config["sampler"]["steps"] == 5

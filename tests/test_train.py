@@ -132,6 +132,9 @@ def test_sprites_course_experiment_is_the_course_recipe(tmp_path):
     assert (cfg.model.n_feat, cfg.scheduler.timesteps, cfg.data.batch_size) == (64, 500, 100)
     assert (cfg.trainer.max_epochs, cfg.module.optimizer.lr) == (32, 1e-3)
     assert cfg.model.in_channels == 3 and cfg.model.n_cfeat == 5 and cfg.model.height == 16
+    # the course's network, target and sampler, whatever the defaults (v: docs/ddim_investigation.md)
+    assert cfg.model._target_.endswith("ContextUnet") and cfg.model.norm == "batch"
+    assert cfg.module.prediction == "eps" and cfg.sampler.steps == 25 and cfg.sampler.eta == 0.0
 
 
 def test_unknown_group_option_names_the_choices(tmp_path):

@@ -35,6 +35,7 @@ from diffusion_lab.app_logic import (  # noqa: E402
     SAMPLER_FAMILIES,
     Models,
     SamplerChoice,
+    default_steps_and_eta,
     edit,
     generate,
     list_checkpoints,
@@ -107,8 +108,9 @@ def build_page(models: Models, ckpt_path: str, runs_dir: Path) -> gr.Blocks:
         with gr.Row():
             family = gr.Radio(list(SAMPLER_FAMILIES), value="ddim", label="sampler")
             total = module.schedule.timesteps
-            steps = gr.Slider(1, total, value=min(25, total), step=1, label="steps (not DDPM)")
-            eta = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="eta (DDIM)")
+            first_steps, first_eta = default_steps_and_eta(module)
+            steps = gr.Slider(1, total, value=first_steps, step=1, label="steps (not DDPM)")
+            eta = gr.Slider(0.0, 1.0, value=first_eta, step=0.05, label="eta (DDIM)")
             order = gr.Radio([1, 2, 3], value=2, label="order (DPM-Solver)")
             churn = gr.Slider(0.0, 80.0, value=0.0, step=1.0, label="churn (Euler, Heun)")
         with gr.Row():
@@ -149,11 +151,11 @@ def build_page(models: Models, ckpt_path: str, runs_dir: Path) -> gr.Blocks:
                     f"{path} has {len(names)} classes; this page has {slots} class sliders: "
                     f"start diffusion-app ckpt_path={path}"
                 )
-            total = module.schedule.timesteps
-            steps_update = gr.update(maximum=total, value=min(25, total))
+            first_steps, first_eta = default_steps_and_eta(module)
             return [
                 str(models.checkpoint),
-                steps_update,
+                gr.update(maximum=module.schedule.timesteps, value=first_steps),
+                gr.update(value=first_eta),
                 *(gr.update(**u) for u in slider_settings(names, slots)),
             ]
 
@@ -180,7 +182,7 @@ def build_page(models: Models, ckpt_path: str, runs_dir: Path) -> gr.Blocks:
                 seed, count, on_step=progress_steps(progress, "editing"),
             )  # fmt: skip
 
-        picker.change(page_errors(pick), picker, [loaded, steps, *sliders], api_name="load")
+        picker.change(page_errors(pick), picker, [loaded, steps, eta, *sliders], api_name="load")
         generate_button.click(
             page_errors(run_generate),
             [picker, *options, *sliders],

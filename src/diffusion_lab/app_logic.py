@@ -105,6 +105,15 @@ def check_guidance(guidance: float, contexts: torch.Tensor | None) -> float:
     return float(guidance)
 
 
+def default_steps_and_eta(module: DiffusionModule) -> tuple[int, float]:
+    """The page's first steps and eta for ``module``: its run's default sampler's (``steps``
+    capped at T; DDIM 10 steps, eta 1 for the default recipe), else 25 steps and eta 0."""
+    config = module.hparams.get("sampler") or {}
+    steps = int(config.get("steps", 25))
+    eta = float(config.get("eta", 0.0))
+    return min(steps, module.schedule.timesteps), eta
+
+
 def list_checkpoints(runs_dir: Path = TRAIN_RUNS_DIR) -> list[str]:
     """The run folders under ``runs_dir`` that hold a checkpoint, and export folders, newest
     first (by the checkpoint's modification time)."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from diffusion_lab.evaluation.study import ROW_FIELDS
 from diffusion_lab.utils.io import atomic_write
@@ -128,6 +129,7 @@ def results_figure(rows: Sequence[dict[str, Any]], title: str = "") -> Figure:
             if real is not None:
                 ax.axhline(real[metric], color="grey", linestyle="--", label="real images")
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # 2x10^1 3x10^1 ... overlapped
             ax.set_xlabel(cost_label)
             ax.set_ylabel(metric_label)
             ax.grid(True, which="both", alpha=0.3)
