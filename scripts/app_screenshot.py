@@ -2,7 +2,7 @@
 
 Starts ``diffusion-app`` on the checkpoint, opens the page with Debian's chromium + chromium-driver
 through Selenium (as tests/test_app.py does), sets the class sliders to ``--mix`` (label:weight,
-...), the steps, clicks Generate, waits for the grid and saves the window.
+...) and, with --steps, the steps; clicks Generate, waits for the grid and saves the window.
 
     python scripts/app_screenshot.py outputs/train/runs/<run> --out docs/app.png --mix 3:1,8:0.6
 """
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/app.png"))
     parser.add_argument("--mix", default="3:1,8:0.6", help="class label:weight, comma-separated")
     parser.add_argument("--classes", type=int, default=10, help="sliders to reset to 0 first")
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--steps", type=int, help="default: the page's (the run's sampler's)")
     parser.add_argument("--size", default="1400,1300", help="window width,height")
     args = parser.parse_args()
     weights = dict(item.split(":") for item in args.mix.split(","))
@@ -92,7 +92,8 @@ def main() -> None:
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#generate"))
             for label in range(args.classes):
                 set_number(driver, str(label), float(weights.get(str(label), 0.0)))
-            set_number(driver, "steps (not DDPM)", args.steps)
+            if args.steps is not None:
+                set_number(driver, "steps (not DDPM)", args.steps)
             driver.find_element(By.CSS_SELECTOR, "#generate").click()
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#samples img"))
             time.sleep(2)  # let the GIF and the info box render

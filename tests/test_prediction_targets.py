@@ -116,9 +116,12 @@ def test_zero_terminal_snr_is_refused_for_eps_prediction_where_the_module_is_bui
     with pytest.raises(ValueError, match=r"zero terminal SNR.*module.prediction=v"):
         make_module(schedule=ZERO_SNR)
     assert make_module(schedule=ZERO_SNR, prediction="v").schedule.alpha_bars[-1].item() == 0.0
-    cfg = compose_train(tmp_path, "scheduler.zero_terminal_snr=true")
+    cfg = compose_train(tmp_path, "scheduler.zero_terminal_snr=true", "module.prediction=eps")
     with pytest.raises(ValueError, match="zero terminal SNR"):
         build_module(cfg)
+    # the default target is v: zero terminal SNR alone builds
+    zero_snr = build_module(compose_train(tmp_path, "scheduler.zero_terminal_snr=true"))
+    assert zero_snr.prediction == "v" and zero_snr.schedule.alpha_bars[-1].item() == 0.0
     with pytest.raises(ValueError, match="unknown prediction 'noise'; accepted: eps, v, x0"):
         make_module(prediction="noise")
 

@@ -21,6 +21,7 @@ QUALITY = [
     "callbacks.quality.n_per_class=4",
     "callbacks.quality.kid_subset_size=10",
     "callbacks.quality.classifier.epochs=1",
+    "callbacks.quality.final_samplers.ddpm=${callbacks.samples.samplers.ddpm}",  # off by default
 ]
 SAME_IN_EVAL = ["n_per_class=4", "kid_subset_size=10", "classifier.epochs=1", "seed=0"]
 
