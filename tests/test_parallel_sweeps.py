@@ -155,7 +155,9 @@ def test_the_final_ddpm_panel_is_skipped_in_multirun_jobs_unless_asked_for(tmp_p
     assert is_multirun("RunMode.MULTIRUN") and not is_multirun("RunMode.RUN")
     assert not is_multirun(None)  # composed outside a run
     finals = {}
-    ddpm = "callbacks.quality.final_samplers.ddpm=${callbacks.samples.samplers.ddpm}"  # off by default
+    ddpm = (
+        "callbacks.quality.final_samplers.ddpm=${callbacks.samples.samplers.ddpm}"  # off by default
+    )
     assert not instantiate(compose_train(tmp_path).callbacks.quality).final_factories
     for overrides in [[], ["callbacks.quality.multirun=true"]]:
         for asked in ([], ["callbacks.quality.final_in_multirun=true"]):
