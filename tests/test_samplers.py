@@ -365,7 +365,7 @@ def test_moments_helpers_agree_with_each_other_at_full_steps():
         (["sampler=dpmpp"], "DPMSolverSampler(T=500, steps=20, order=2, clip_denoised=True)"),
         (
             ["sampler=ddim", "sampler.eps_scale=1.005"],
-            "DDIMSampler(T=500, steps=25, eta=0.0, eps_scale=1.005, clip_denoised=True)",
+            "DDIMSampler(T=500, steps=10, eta=1.0, eps_scale=1.005, clip_denoised=True)",
         ),
     ],
 )
