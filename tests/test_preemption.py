@@ -210,6 +210,9 @@ def test_sigterm_during_the_quality_panels_final_ddpm_stops_within_seconds(tmp_p
         "callbacks.quality.n_per_class=4",
         "callbacks.quality.kid_subset_size=10",
         "callbacks.quality.classifier.epochs=1",
+        # the final DDPM panel is off by default
+        "callbacks.quality.final_samplers.ddpm={_target_: diffusion_lab.diffusion.DDPMSampler, "
+        "_partial_: true}",
     ]
     monkeypatch.setenv("PYTHONUNBUFFERED", "1")  # each log line on disk as it is written
     process = start_train(run_dir, *WATCHED, *quality)

@@ -120,7 +120,7 @@ def test_named_and_mixed_contexts_write_grid_arrays_and_gif(checkpoint, tmp_path
     )
     result = run_sample(run_dir, *overrides, "animate=true", "animation_every=5")
     check_ok(result)
-    assert "DDIMSampler(T=20, steps=5, eta=0.0, clip_denoised=True) on cpu: 5 NFE" in result.stdout
+    assert "DDIMSampler(T=20, steps=5, eta=1.0, clip_denoised=True) on cpu: 5 NFE" in result.stdout
     assert f"-> {run_dir / 'samples.png'}, {run_dir / 'samples.npz'}, " in result.stdout
     arrays = load_arrays(run_dir)
     assert arrays["images"].shape == (6, 16, 16, 1) and arrays["images"].dtype == np.uint8
