@@ -5,12 +5,7 @@ headless Chromium (Debian's chromium + chromium-driver) that moves a slider and 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +25,18 @@ from diffusion_lab.app_logic import (  # noqa: E402
 )
 from diffusion_lab.utils.images import LINE_HEIGHT  # noqa: E402
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-OFFLINE = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the browser helpers
+from app_browser import (  # noqa: E402
+    CHROMEDRIVER,
+    CHROMIUM,
+    OFFLINE,
+    free_port,
+    headless_chromium,
+    set_number,
+    start_app,
+    wait_for,
+)
+
 ONE_HOT_3 = [0.0, 0.0, 0.0, 1.0] + [0.0] * 6
 # family, steps, eta, order, churn, guidance, seed, images
 OPTIONS = ["ddim", 5, 0.0, 2, 0.0, 1.0, 3, 4]
@@ -86,26 +91,6 @@ def test_painted_layers_become_the_redraw_mask():
 
 
 # --- the real server --------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(url: str, process: subprocess.Popen, seconds: float = 240) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"diffusion-app exited:\n{process.stdout.read()}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"diffusion-app did not answer on {url} within {seconds} s")
-
-
 @pytest.fixture(scope="module")
 def runs(tiny_run, tmp_path_factory) -> Path:
     """A runs folder for the picker, holding the tiny run as ``older``."""
@@ -117,15 +102,10 @@ def runs(tiny_run, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def app_url(tiny_run, runs, tmp_path_factory):
     """The real command serving the tiny run, with a picker over ``runs``."""
-    port = free_port()
-    command = [sys.executable, "-m", "diffusion_lab.app", f"ckpt_path={tiny_run}"]
-    command += ["device=cpu", f"port={port}", f"runs_dir={runs}"]
-    command += [f"hydra.run.dir={tmp_path_factory.mktemp('app')}"]
-    env = {**os.environ, **OFFLINE}
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    run_dir = tmp_path_factory.mktemp("app")
+    process, url = start_app(
+        str(tiny_run), free_port(), f"runs_dir={runs}", f"hydra.run.dir={run_dir}", capture=True
     )
-    url = f"http://127.0.0.1:{port}/"
     try:
         wait_for(url, process)
         yield url
@@ -220,15 +200,8 @@ def test_load_endpoint_switches_checkpoints_and_relabels_the_sliders(client, run
 def browser():
     if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
         pytest.skip(f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER})")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the app extra)")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(flag)
-    options.add_argument("--window-size=1400,1300")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    pytest.importorskip("selenium.webdriver", reason="needs selenium (the app extra)")
+    driver = headless_chromium()
     yield driver
     driver.quit()
 
@@ -247,25 +220,12 @@ def test_a_browser_moves_a_slider_clicks_generate_and_sees_the_image_change(
         images = browser.find_elements(By.CSS_SELECTOR, "#samples img")
         return images[0].get_attribute("src") if images else None
 
-    def set_slider(label: str, value: float) -> None:
-        # a Gradio slider is a range input with a number box; set the box and dispatch input
-        box = browser.find_element(
-            By.CSS_SELECTOR, f"input[type=number][aria-label='number input for {label}']"
-        )
-        browser.execute_script(
-            "arguments[0].value = arguments[1];"
-            "arguments[0].dispatchEvent(new Event('input', {bubbles: true}));"
-            "arguments[0].dispatchEvent(new Event('change', {bubbles: true}));",
-            box,
-            str(value),
-        )  # fmt: skip
-
-    set_slider("steps (not DDPM)", 5)
+    set_number(browser, "steps (not DDPM)", 5)
     browser.find_element(By.CSS_SELECTOR, "#generate").click()
     wait.until(lambda d: image_src())
     first = image_src()
-    set_slider("0", 0)
-    set_slider("7", 1)
+    set_number(browser, "0", 0)
+    set_number(browser, "7", 1)
     browser.find_element(By.CSS_SELECTOR, "#generate").click()
     wait.until(lambda d: image_src() not in (None, first))
     info = browser.find_element(By.CSS_SELECTOR, "#info textarea").get_attribute("value")
@@ -274,5 +234,3 @@ def test_a_browser_moves_a_slider_clicks_generate_and_sees_the_image_change(
     browser.save_screenshot(str(shot))
     with Image.open(shot) as picture:
         assert picture.width >= 1000
-    if os.environ.get("DIFFUSION_LAB_APP_SCREENSHOT"):  # docs/app.png is made this way
-        shutil.copy(shot, os.environ["DIFFUSION_LAB_APP_SCREENSHOT"])
