@@ -19,7 +19,7 @@ from test_train import TINY
 
 from diffusion_lab.runs.layout import INTERRUPTED_FILE, RESULT_FILE
 from diffusion_lab.sweeps.launchers import available_cores
-from diffusion_lab.sweeps.parallel import Assignment, assign_devices
+from diffusion_lab.sweeps.parallel import Assignment, JobDevices, assign_devices, stop_file
 
 CHEAP = ["logger=csv", "~callbacks.quality", "callbacks.progress=null"]
 
@@ -144,6 +144,37 @@ def test_sigterm_to_the_sweep_reaches_every_running_job(tmp_path):
     leftovers = [p.name for p in sweep.iterdir() if p.name.startswith(".summary-")]
     assert leftovers == []  # no summary file half written when the workers were ended
     assert [row["status"] for row in rows(sweep)] == ["interrupted", "interrupted"]
+
+
+def test_once_the_sweep_is_stopped_a_worker_refuses_its_next_job_before_hydra_makes_it(tmp_path):
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.diffusion_lab_launcher.parallel_launcher import (
+        SweepStopped,
+        execute_unless_stopped,
+    )
+
+    stop = stop_file(tmp_path)
+    stop.parent.mkdir()
+    stop.touch()
+    # refused before Hydra's execute_job is reached: these arguments would make it fail
+    with pytest.raises(SweepStopped, match="job 2 not started: the sweep was stopped") as refused:
+        execute_unless_stopped(str(stop), 2, None, None, None, None, None)
+    assert refused.value.code == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == [stop.parent]
+    # a new multirun in the same folder (resuming a stopped sweep) starts with no stop
+    target = "hydra_plugins.diffusion_lab_launcher.parallel_launcher.ParallelLauncher"
+    config = OmegaConf.create(
+        {"hydra": {"launcher": {"_target_": target}, "sweep": {"dir": str(tmp_path)}}}
+    )
+    devices = JobDevices()
+    before = signal.getsignal(signal.SIGTERM)
+    devices.on_multirun_start(config)
+    try:
+        assert not stop.exists() and signal.getsignal(signal.SIGTERM) is not before
+    finally:
+        devices.on_multirun_end(config)
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_the_final_ddpm_panel_is_skipped_in_multirun_jobs_unless_asked_for(tmp_path):

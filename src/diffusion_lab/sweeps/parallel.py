@@ -35,8 +35,9 @@ from diffusion_lab.sweeps.launchers import (
 
 log = logging.getLogger(__name__)
 
-JOBLIB_LAUNCHER = "JoblibLauncher"
+PARALLEL_LAUNCHERS = ("ParallelLauncher", "JoblibLauncher")  # ours (hydra_plugins/), Hydra's
 SLOTS_DIR = ".slots"
+STOP_FILE = "stop"  # in SLOTS_DIR once SIGTERM reached the sweep: no further job starts
 # the GPUs the sweep's process saw, for its workers: set there before they start
 STOP_WAIT_S = 300.0  # for the running jobs to checkpoint after SIGTERM
 
@@ -105,9 +106,15 @@ _slot: tuple[int, Any] | None = None  # this worker's (slot, its held lock file)
 _sweep: dict[str, Path] = {}  # in the sweep's process: its folder
 
 
+def stop_file(sweep_dir: Path) -> Path:
+    """The file whose presence tells the sweep's workers to start no further job
+    (hydra_plugins/diffusion_lab_launcher/parallel_launcher.py)."""
+    return Path(sweep_dir) / SLOTS_DIR / STOP_FILE
+
+
 def _is_parallel(config: DictConfig) -> bool:
     target = OmegaConf.select(config, "hydra.launcher._target_", default="") or ""
-    return str(target).endswith(JOBLIB_LAUNCHER)
+    return str(target).rsplit(".", 1)[-1] in PARALLEL_LAUNCHERS
 
 
 class JobDevices(Callback):
@@ -133,6 +140,7 @@ class JobDevices(Callback):
             self.gpus if self.gpus is not None else visible_gpus()
         )
         _sweep["dir"] = Path(config.hydra.sweep.dir)  # for the handler (no HydraConfig there)
+        stop_file(_sweep["dir"]).unlink(missing_ok=True)  # an earlier stop of this sweep folder
         if signal.getsignal(signal.SIGTERM) is not _forward_sigterm:
             self._previous_sigterm = signal.signal(signal.SIGTERM, _forward_sigterm)
 
@@ -210,9 +218,13 @@ def _job_ended(job_dir: Path) -> bool:
 
 def _forward_sigterm(signum: int, _frame: Any) -> None:
     """SIGTERM to the sweep: to every worker, so each running job checkpoints and stops
-    (interrupted.json); once each has (or its worker is gone), the workers are ended, no further
-    job starts, and the sweep exits 143 (128 + SIGTERM), as a stopped job does."""
+    (interrupted.json); once each has (or its worker is gone), the workers are ended and the
+    sweep exits 143 (128 + SIGTERM), as a stopped job does. The stop file, written first, keeps a
+    worker whose job just ended from starting a queued one meanwhile."""
     sweep_dir = _sweep["dir"]
+    stop = stop_file(sweep_dir)
+    stop.parent.mkdir(parents=True, exist_ok=True)
+    stop.touch()
     workers = _workers()
     log.warning("SIGTERM: forwarding it to the sweep's %d job processes", len(workers))
     for pid in workers:

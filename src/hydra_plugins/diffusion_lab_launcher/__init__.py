@@ -1,0 +1,1 @@
+"""diffusion-lab's Hydra launcher plugin: Hydra finds plugins in the ``hydra_plugins`` namespace."""
