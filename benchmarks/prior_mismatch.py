@@ -24,8 +24,7 @@ from rich.table import Table
 
 from diffusion_lab.evaluate import get_run_judge, load_inputs
 from diffusion_lab.evaluation.classifier import uint8_to_unit_range
-from diffusion_lab.evaluation.metrics import class_accuracy, feature_distances
-from diffusion_lab.evaluation.study import study_inputs
+from diffusion_lab.evaluation.study import run_study, study_inputs
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 PANEL = [
@@ -75,7 +74,7 @@ def main() -> None:
     inputs = load_inputs(cfg)
     judge = get_run_judge(cfg, inputs)
     module = inputs.module
-    labels, contexts, eps = study_inputs(
+    labels, _, eps = study_inputs(
         module.num_classes, module.image_shape, args.n_per_class, args.seed
     )
     alpha_bar_t = float(module.schedule.alpha_bars[-1])
@@ -88,18 +87,21 @@ def main() -> None:
     for name in starts:
         table.add_column(f"{name}: acc / FID", justify="right")
     with module.sampling_net(True) as net:
-        for entry, sampler in inputs.samplers:
-            cells = []
-            for start in starts.values():
-                generator = torch.Generator().manual_seed(args.seed + 1)
-                images = sampler.sample(net, start.clone(), contexts, 0.0, generator).float()
-                accuracy = class_accuracy(judge.classifier, images, labels)
-                fid = feature_distances(
-                    judge.classifier, inputs.real.reference, images, 100, args.seed, None
-                )["fid"]
-                cells.append(f"{accuracy:.3f} / {fid:.2f}")
-            table.add_row(entry.label, *cells)
-            print(entry.label, *cells, flush=True)
+        studies = [
+            run_study(
+                net,
+                inputs.samplers,
+                judge.classifier,
+                inputs.real.reference,
+                args.n_per_class,
+                seed=args.seed,
+                start=start,
+            )
+            for start in starts.values()
+        ]
+    for (entry, _), *rows in zip(inputs.samplers, *studies):
+        cells = [f"{row['class_accuracy']:.3f} / {row['fid']:.2f}" for row in rows]
+        table.add_row(entry.label, *cells)
     Console().print(table)
 
 

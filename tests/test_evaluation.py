@@ -251,6 +251,16 @@ def test_study_gives_one_row_per_sampler_with_its_nfe_and_scores(trained_run, di
         assert math.isfinite(row["fid"]) and row["fid"] > 0
         assert math.isfinite(row["kid_mean"]) and row["kid_std"] >= 0
     assert rows[3]["fid"] != rows[1]["fid"]  # eps / 1.01 is another sampler than plain DDIM
+    # start=: every chain from the given x_T; the study's own noise gives the same scores
+    _, _, noise = study_inputs(judge.num_classes, real.shape[1:], 2, seed=0)
+    ddim = samplers[1:2]
+    with module.sampling_net(use_ema=True) as net:
+        same = run_study(net, ddim, judge, real, n_per_class=2, kid_subset_size=10, start=noise)
+        other = run_study(net, ddim, judge, real, 2, kid_subset_size=10, start=noise.flip(0))
+        with pytest.raises(ValueError, match=r"start must be the study's x_T shape \(20, 1, 16"):
+            run_study(net, ddim, judge, real, n_per_class=2, start=noise[:3])
+    assert same[0]["fid"] == rows[1]["fid"] and same[0]["kid_mean"] == rows[1]["kid_mean"]
+    assert other[0]["fid"] != rows[1]["fid"]
 
 
 def run_evaluate(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:

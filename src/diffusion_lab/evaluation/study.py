@@ -106,6 +106,7 @@ def run_study(
     progress: ProgressFactory = track,
     features: torch.nn.Module | None = None,
     on_step: StepCallback | None = None,
+    start: torch.Tensor | None = None,
 ) -> list[dict[str, Any]]:
     """Sample with every sampler from the same noise and contexts, time it, score it.
 
@@ -118,7 +119,9 @@ def run_study(
     sampler's steps (default: a rich bar in a terminal, else log lines). FID and KID use the
     judge's features, or ``features`` (:func:`~diffusion_lab.evaluation.metrics.feature_extractor`).
     ``on_step``, when given, is called after every step too, after the progress (a caller's stop
-    check: an exception it raises ends the study there).
+    check: an exception it raises ends the study there). ``start``, when given, is every chain's
+    x_T (N, C, H, W) instead of the study's noise (benchmarks/prior_mismatch.py starts from the
+    true marginal q(x_T | c)); its rows follow the study's labels (:func:`study_inputs`).
 
     Returns one row per sampler with :data:`ROW_FIELDS`: sampler (the entry's family), options
     (its options as text), steps (the sampler's ``steps``, else its NFE: T for DDPM), eta (the
@@ -132,6 +135,12 @@ def run_study(
     labels, contexts, noise = study_inputs(
         classifier.num_classes, real_images.shape[1:], n_per_class, seed
     )
+    if start is not None:
+        if start.shape != noise.shape:
+            raise ValueError(
+                f"start must be the study's x_T shape {tuple(noise.shape)}, got {tuple(start.shape)}"
+            )
+        noise = start
     check_kid_subset_size(kid_subset_size, len(real_images), len(noise))
     device = torch.device(device) if device is not None else _device_of(net)
     noise, contexts = noise.to(device), contexts.to(device)
