@@ -35,6 +35,23 @@ CIFAR10_TRAIN_BATCHES += ["data_batch_5"]
 FOLDER_IMAGE_SIZES = {"cat": [(20, 20), (31, 17), (8, 12)], "dog": [(32, 32), (5, 40)]}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n``, pyproject's addopts) worker k of n runs on its own share of
+    the cores, cores[k::n], and so does every process its tests start (affinity is inherited):
+    the workers never compete for a core, and each test sees a smaller machine, as
+    ``available_cores()`` reports it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    if worker is None or not hasattr(os, "sched_setaffinity"):
+        return
+    count = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    cores = sorted(os.sched_getaffinity(0))
+    share = cores[int(worker.removeprefix("gw")) % count :: count] or cores
+    os.sched_setaffinity(0, share)
+    import torch
+
+    torch.set_num_threads(len(share))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def judge_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory):
     """The judges that diffusion-eval and the quality callback cache go to a folder of this test
