@@ -154,3 +154,93 @@ def test_export_refuses_a_folder_in_use_and_foreign_configs(exported, tiny_run, 
         load_module(foreign, torch.device("cpu"))
     with pytest.raises(FileNotFoundError, match=r"is no export folder: it needs config\.json"):
         load_pretrained(tmp_path)
+
+
+# --- onnx=true: the network as an ONNX graph, run by onnxruntime ----------------------------
+@pytest.fixture(scope="module")
+def exported_onnx(tiny_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export-onnx") / "digits"
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("export", [f"ckpt_path={tiny_run}", f"out={out}", "onnx=true"])
+    assert run_export(cfg)["onnx"] == out / "model.onnx"
+    return out
+
+
+def test_onnx_export_adds_the_graph_and_names_it(exported_onnx):
+    assert sorted(p.name for p in exported_onnx.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.onnx",
+        "model.safetensors",
+    ]
+    config = json.loads((exported_onnx / "config.json").read_text())
+    assert config["onnx"] == {
+        "file": "model.onnx",
+        "inputs": ["x", "t", "context"],
+        "output": "prediction",
+    }
+    card = (exported_onnx / "README.md").read_text()
+    assert "model.onnx: one call of the network" in card and "v prediction" in card
+    assert load_pretrained(exported_onnx).num_classes == 10  # the folder still loads as before
+
+
+def test_onnxruntime_gives_the_ema_networks_prediction_at_any_batch_size(exported_onnx, tiny_run):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(
+        str(exported_onnx / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    assert [i.name for i in session.get_inputs()] == ["x", "t", "context"]
+    net = load_module(resolve_checkpoint(tiny_run), torch.device("cpu")).ema.module.eval()
+    generator = torch.Generator().manual_seed(5)
+    for batch in (1, 3, 7):
+        x = torch.randn(batch, 1, 16, 16, generator=generator)
+        t = torch.linspace(0.05, 1.0, batch)
+        context = torch.eye(10)[torch.arange(batch) % 10]
+        context[0] = 0.0  # the null context
+        if batch > 2:
+            context[1] = 0.5 * torch.eye(10)[3] + 0.5 * torch.eye(10)[8]  # a mix
+        inputs = {"x": x.numpy(), "t": t.numpy(), "context": context.numpy()}
+        (prediction,) = session.run(["prediction"], inputs)
+        with torch.no_grad():
+            expected = net(x, t, context)
+        assert prediction.shape == (batch, 1, 16, 16)
+        np.testing.assert_allclose(prediction, expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_must_be_true_or_false_and_nothing_is_written(tiny_run, tmp_path):
+    out = tmp_path / "digits"
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("export", [f"ckpt_path={tiny_run}", f"out={out}", "onnx=maybe"])
+    with pytest.raises(ValueError, match=r"^onnx must be true or false, got 'maybe'$"):
+        run_export(cfg)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_the_attention_unet_exports_too_and_a_missing_exporter_is_named(tmp_path, monkeypatch):
+    import importlib.util
+
+    import onnxruntime
+
+    from diffusion_lab.models.unet import UNet
+    from diffusion_lab.runs.onnx_graph import example_inputs, export_onnx
+
+    torch.manual_seed(0)
+    net = UNet(in_channels=3, n_cfeat=4, height=16, n_feat=16, channel_mults=(1, 2))
+    net.eval()
+    path = export_onnx(net, (3, 16, 16), 4, tmp_path / "unet.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x, t, context = example_inputs((3, 16, 16), 4, batch=5)
+    (prediction,) = session.run(None, {"x": x.numpy(), "t": t.numpy(), "context": context.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(prediction, net(x, t, context).numpy(), rtol=1e-4, atol=1e-5)
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "onnxscript" else real_find_spec(name, *a),
+    )
+    with pytest.raises(ValueError, match=r"onnx=true needs the packages onnxscript: pip install"):
+        export_onnx(net, (3, 16, 16), 4, tmp_path / "again.onnx")
+    assert not (tmp_path / "again.onnx").exists()

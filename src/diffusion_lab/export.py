@@ -2,9 +2,11 @@
 
 diffusion-export ckpt_path=outputs/train/runs/<datetime> out=exports/digits
 diffusion-export ckpt_path=<run>/checkpoints/last.ckpt out=exports/digits-last
+diffusion-export ckpt_path=<run> out=exports/digits-onnx onnx=true   # + model.onnx
 
 Writes ``out/model.safetensors`` (the EMA weights), ``out/config.json`` and ``out/README.md``
-(see :mod:`diffusion_lab.runs.pretrained` for the format); the folder appears whole or not at all (it
+(see :mod:`diffusion_lab.runs.pretrained` for the format), with ``onnx=true`` also ``out/model.onnx``
+(the network alone, :mod:`diffusion_lab.runs.onnx_graph`); the folder appears whole or not at all (it
 is written beside ``out`` and renamed into place) and ``out`` must not exist yet, or be empty.
 Every command that takes ``ckpt_path`` accepts the folder, and
 ``diffusion_lab.load_pretrained(out)`` loads it.
@@ -12,6 +14,7 @@ Every command that takes ``ckpt_path`` accepts the folder, and
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -29,6 +32,13 @@ from diffusion_lab import CONFIG_DIR, __version__
 from diffusion_lab.lit_module import DiffusionModule
 from diffusion_lab.runs.checkpoints import load_module, resolve_checkpoint
 from diffusion_lab.runs.layout import CHECKPOINTS_DIR, RESULT_FILE
+from diffusion_lab.runs.onnx_graph import (
+    INPUT_NAMES,
+    ONNX_FILE,
+    OUTPUT_NAME,
+    export_onnx,
+    require_onnx_exporter,
+)
 from diffusion_lab.runs.pretrained import (
     CARD_FILE,
     CONFIG_FILE,
@@ -38,14 +48,15 @@ from diffusion_lab.runs.pretrained import (
     WEIGHTS_FILE,
     is_export,
 )
-from diffusion_lab.utils.checks import InputError
+from diffusion_lab.utils.checks import InputError, require_bool
 from diffusion_lab.utils.cli import input_errors_end_the_command
 
 log = logging.getLogger(__name__)
 
 
-def export_config(module: DiffusionModule, checkpoint: Path) -> dict[str, Any]:
-    """config.json's content: the named fields, the rest of the recipe under ``training``."""
+def export_config(module: DiffusionModule, checkpoint: Path, onnx: bool = False) -> dict[str, Any]:
+    """config.json's content: the named fields, the rest of the recipe under ``training``; with
+    ``onnx``, ``onnx`` names the graph's file, inputs and output."""
     hparams = dict(module.hparams)
     config: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION}
     config.update({name: hparams[name] for name in MODULE_FIELDS})
@@ -53,6 +64,8 @@ def export_config(module: DiffusionModule, checkpoint: Path) -> dict[str, Any]:
     config["training"] = {k: v for k, v in hparams.items() if k not in MODULE_FIELDS}
     config["source"] = str(checkpoint)
     config["diffusion_lab_version"] = __version__
+    if onnx:
+        config["onnx"] = {"file": ONNX_FILE, "inputs": list(INPUT_NAMES), "output": OUTPUT_NAME}
     return config
 
 
@@ -90,7 +103,8 @@ def model_card(config: dict[str, Any], checkpoint: Path, result: dict[str, Any] 
         f"- epochs: {epochs}",
         f"- noise schedule: `{json.dumps(config['schedule'], sort_keys=True)}`",
         f"- default sampler: `{json.dumps(config['sampler'], sort_keys=True)}`",
-        "- weights: the EMA weights (model.safetensors)",
+        "- weights: the EMA weights (model.safetensors"
+        + (f"; the network alone as ONNX in {ONNX_FILE})" if "onnx" in config else ")"),
         "",
         "## Measured quality",
     ]
@@ -112,6 +126,14 @@ def model_card(config: dict[str, Any], checkpoint: Path, result: dict[str, Any] 
         "Or on the command line: `diffusion-sample ckpt_path=<this folder>`.",
         "",
     ]
+    if "onnx" in config:
+        lines += [
+            f"{ONNX_FILE}: one call of the network, batch size free. Inputs x (B, C, H, W), "
+            "t (B,) = timestep / T, context (B, K) (zeros: no class), all float32; output the "
+            f"{config['prediction']} prediction (B, C, H, W). A sampler runs around it "
+            "(the schedule is in config.json).",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -128,9 +150,10 @@ def check_out(out: Any) -> Path:
     return path
 
 
-def write_export(module: DiffusionModule, checkpoint: Path, out: Path) -> Path:
-    """Write the three files into a temporary folder beside ``out``, then rename it to ``out``."""
-    config = export_config(module, checkpoint)
+def write_export(module: DiffusionModule, checkpoint: Path, out: Path, onnx: bool = False) -> Path:
+    """Write the three files (four with ``onnx``) into a temporary folder beside ``out``, then
+    rename it to ``out``."""
+    config = export_config(module, checkpoint, onnx)
     weights = {k: v.detach().cpu().contiguous() for k, v in module.ema.module.state_dict().items()}
     card = model_card(config, checkpoint, run_result(checkpoint))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +162,12 @@ def write_export(module: DiffusionModule, checkpoint: Path, out: Path) -> Path:
         save_file(weights, staging / WEIGHTS_FILE, metadata={"format": FORMAT})
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (staging / CARD_FILE).write_text(card)
+        if onnx:
+            net = copy.deepcopy(module.ema.module)
+            export_onnx(net, module.image_shape, module.num_classes, staging / ONNX_FILE)
         os.chmod(staging, 0o755)
+        for written in staging.iterdir():  # safetensors writes its file owner-only
+            os.chmod(written, 0o644)
         if out.exists():
             out.rmdir()  # empty, as check_out made sure
         os.replace(staging, out)
@@ -152,20 +180,23 @@ def write_export(module: DiffusionModule, checkpoint: Path, out: Path) -> Path:
 def run_export(cfg: DictConfig) -> dict[str, Any]:
     """Check the input, load the checkpoint, write the export folder. Returns its paths."""
     out = check_out(cfg.out)
+    onnx = require_bool("onnx", cfg.onnx)
+    if onnx:
+        require_onnx_exporter()
     checkpoint = resolve_checkpoint(cfg.ckpt_path)
     if is_export(checkpoint):
         raise InputError(f"ckpt_path {str(checkpoint)!r} is an export already; copy the folder")
     module = load_module(checkpoint, torch.device("cpu"))
-    folder = write_export(module, checkpoint, out)
-    log.info(
-        "exported %s -> %s (%s, %s, %s)", checkpoint, folder, WEIGHTS_FILE, CONFIG_FILE, CARD_FILE
-    )
+    folder = write_export(module, checkpoint, out, onnx)
+    files = [WEIGHTS_FILE, CONFIG_FILE, CARD_FILE] + ([ONNX_FILE] if onnx else [])
+    log.info("exported %s -> %s (%s)", checkpoint, folder, ", ".join(files))
     return {
         "checkpoint": checkpoint,
         "folder": folder,
         "weights": folder / WEIGHTS_FILE,
         "config": folder / CONFIG_FILE,
         "card": folder / CARD_FILE,
+        "onnx": folder / ONNX_FILE if onnx else None,
     }
 
 

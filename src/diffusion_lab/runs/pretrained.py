@@ -8,7 +8,9 @@ An export folder (written by diffusion-export) holds
   ``class_names``; ``image_shape`` [C, H, W]; ``data`` (the training data config, or null);
   ``training`` (the module's other hyper-parameters: loss, EMA decay, optimizer, ...);
   ``source`` (the checkpoint it came from) and ``diffusion_lab_version``;
-- ``README.md``: the model card.
+- ``README.md``: the model card;
+- with ``diffusion-export onnx=true``, ``model.onnx``: the network alone
+  (:mod:`diffusion_lab.runs.onnx_graph`), named in config.json's ``onnx``.
 
 ::
 
