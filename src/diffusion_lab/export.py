@@ -14,7 +14,6 @@ Every command that takes ``ckpt_path`` accepts the folder, and
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -163,8 +162,9 @@ def write_export(module: DiffusionModule, checkpoint: Path, out: Path, onnx: boo
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (staging / CARD_FILE).write_text(card)
         if onnx:
-            net = copy.deepcopy(module.ema.module)
-            export_onnx(net, module.image_shape, module.num_classes, staging / ONNX_FILE)
+            export_onnx(
+                module.ema.module, module.image_shape, module.num_classes, staging / ONNX_FILE
+            )
         os.chmod(staging, 0o755)
         for written in staging.iterdir():  # safetensors writes its file owner-only
             os.chmod(written, 0o644)

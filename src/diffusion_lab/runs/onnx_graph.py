@@ -15,6 +15,7 @@ tests/test_export.py checks it against torch with onnxruntime.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 from collections.abc import Iterator
@@ -69,10 +70,11 @@ def example_inputs(
 def export_onnx(
     net: torch.nn.Module, image_shape: tuple[int, int, int], num_classes: int, path: Path
 ) -> Path:
-    """Write ``net`` (eval mode, float32, CPU) to ``path`` as an ONNX graph with a free batch
-    dimension (see the module docstring). Returns ``path``."""
+    """Write ``net`` (a copy in eval mode, float32, on the CPU: ``net`` itself is left as it is) to
+    ``path`` as an ONNX graph with a free batch dimension (see the module docstring). Returns
+    ``path``."""
     require_onnx_exporter()
-    net = net.eval().float().cpu()
+    net = copy.deepcopy(net).eval().float().cpu()
     batch = torch.export.Dim("batch", min=1)
     dynamic = tuple({0: batch} for _ in INPUT_NAMES)  # positional: nets name them differently
     with torch.no_grad(), quiet_exporter():

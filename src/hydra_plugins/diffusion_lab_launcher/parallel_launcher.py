@@ -2,10 +2,9 @@
 was told to stop.
 
 Hydra's joblib launcher hands every job to the loky workers at once (``pre_dispatch``), and a
-worker whose job ended takes the next one. When SIGTERM reaches the sweep
-(:func:`diffusion_lab.sweeps.parallel.forward_sigterm`), the running jobs checkpoint and return, and
-their workers would start the queued jobs (Hydra makes each job's folder) before the sweep ends
-them. Here each job is wrapped: in its worker, before Hydra touches anything of the job, it looks
+worker whose job ended takes the next one. When SIGTERM reaches the sweep (``_forward_sigterm``
+in :mod:`diffusion_lab.sweeps.parallel`), the running jobs checkpoint and return, and their
+workers would start the queued jobs (Hydra makes each job's folder) before the sweep ends them. Here each job is wrapped: in its worker, before Hydra touches anything of the job, it looks
 for the sweep's stop file (written before SIGTERM is forwarded) and, if it is there, refuses the job.
 """
 
@@ -19,13 +18,13 @@ from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
-from joblib import Parallel, delayed
 
 from diffusion_lab.sweeps.parallel import stop_file
 
 try:
     from hydra_plugins.hydra_joblib_launcher._core import execute_job, process_joblib_cfg
     from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+    from joblib import Parallel, delayed
 except ImportError:  # the [parallel] extra is not installed: Hydra's scan must not fail on it
     JoblibLauncher = None
 
