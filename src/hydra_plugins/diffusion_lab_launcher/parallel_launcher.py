@@ -4,8 +4,9 @@ was told to stop.
 Hydra's joblib launcher hands every job to the loky workers at once (``pre_dispatch``), and a
 worker whose job ended takes the next one. When SIGTERM reaches the sweep (``_forward_sigterm``
 in :mod:`diffusion_lab.sweeps.parallel`), the running jobs checkpoint and return, and their
-workers would start the queued jobs (Hydra makes each job's folder) before the sweep ends them. Here each job is wrapped: in its worker, before Hydra touches anything of the job, it looks
-for the sweep's stop file (written before SIGTERM is forwarded) and, if it is there, refuses the job.
+workers would start the queued jobs (Hydra makes each job's folder) before the sweep ends them.
+Here each job is wrapped: in its worker, before Hydra touches anything of the job, it looks for
+the sweep's stop file (written before SIGTERM is forwarded) and, if it is there, refuses the job.
 """
 
 from __future__ import annotations
